@@ -1,0 +1,719 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""systemd-heartbeat: push the state of load-bearing systemd units to VictoriaMetrics.
+
+One tick reads the allowlisted units plus every failed unit with a constant number of
+systemctl calls, shapes them into metrics, hand-encodes an OTLP/HTTP protobuf request and
+POSTs it. Run every 30 s by systemd-heartbeat.timer; run it by hand with --dry-run to see
+exactly what it would push.
+
+This file is the only implementation of collection and encoding in the project: the
+Ansible module library/systemd_heartbeat.py imports it (module_utils/systemd_heartbeat.py
+is a symlink to this file), so it must stay importable and standard-library only.
+
+Metrics (labels: unit, host; exact definitions in README.md):
+  systemd_unit_active{sub_state}          1 when ActiveState is "active", else 0
+  systemd_unit_info{load_state,active_state,sub_state,unit_type,allowlisted}   always 1
+  systemd_unit_restart_count_total        NRestarts (services), cumulative monotonic Sum
+  systemd_unit_last_exit_status           ExecMainStatus: exit code, or signal number
+  systemd_unit_last_exit_code             ExecMainCode: 0 never ran, 1 exited, 2 killed, 3 dumped
+  systemd_unit_seconds_since_active       see seconds_since_active()
+  systemd_unit_state_change_timestamp_seconds
+  systemd_timer_last_trigger_timestamp_seconds, systemd_timer_next_elapse_timestamp_seconds,
+  systemd_timer_interval_seconds
+  systemd_heartbeat_up, systemd_heartbeat_collect_duration_seconds,
+  systemd_heartbeat_units_reported, systemd_heartbeat_units_failed
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+DEFAULT_URL = "http://localhost:30428/opentelemetry/v1/metrics"
+DEFAULT_TIMEOUT = 10.0
+
+# Unit types systemd knows; a name without one of these suffixes gets ".service", as systemctl does.
+UNIT_SUFFIXES = (
+    ".service", ".socket", ".device", ".mount", ".automount", ".swap",
+    ".target", ".path", ".timer", ".slice", ".scope",
+)
+# Characters systemd allows in unit names (unit_name_is_valid), plus the glob characters fnmatch uses.
+UNIT_NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@"
+)
+GLOB_CHARS = frozenset("*?[]!")
+UNIT_NAME_MAX = 255
+
+# Properties one batched `systemctl show` asks for. Id is always asked: it names each block.
+SHOW_PROPERTIES = (
+    "Id", "LoadState", "ActiveState", "SubState", "Type", "NRestarts",
+    "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp",
+    "ActiveEnterTimestamp", "ActiveExitTimestamp", "StateChangeTimestamp",
+    "LastTriggerUSec", "NextElapseUSecRealtime", "TimersMonotonic", "TimersCalendar",
+)
+# init.scope is PID 1's own scope: its ActiveEnterTimestamp is when the manager started,
+# the reference for units that were never active since boot.
+MANAGER_UNIT = "init.scope"
+# Monotonic timer settings that repeat; OnBootSec, OnStartupSec and OnActiveSec fire once.
+REPEATING_TIMER_BASES = ("OnUnitActiveUSec", "OnUnitInactiveUSec")
+
+
+class HeartbeatError(Exception):
+    """A failure worth one line on stderr and a non-zero exit."""
+
+
+# ---------------------------------------------------------------------------------------
+# Settings: the allowlist
+# ---------------------------------------------------------------------------------------
+
+def unit_pattern_problem(entry: str) -> str | None:
+    """Why `entry` is not a valid unit name or glob, or None when it is."""
+    if not entry:
+        return "empty name"
+    if len(entry) > UNIT_NAME_MAX:
+        return f"longer than {UNIT_NAME_MAX} characters"
+    bad = sorted(set(entry) - UNIT_NAME_CHARS - GLOB_CHARS)
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        return f"character {shown} is not allowed in a unit name (systemd-escape it)"
+    if entry.startswith((".", "-")) and not entry.startswith("-.") or entry.startswith("@"):
+        return "a unit name cannot start with '.', '-' or '@'"
+    is_glob = any(c in GLOB_CHARS for c in entry)
+    if not is_glob and "." in entry and not entry.endswith(UNIT_SUFFIXES):
+        suffix = entry[entry.rindex("."):]
+        return f"unknown unit type {suffix!r} (expected one of {', '.join(UNIT_SUFFIXES)})"
+    return None
+
+
+def normalise_unit_pattern(entry: str) -> str:
+    """Give a bare name the .service suffix, the way systemctl reads `k3s` as k3s.service."""
+    if any(c in GLOB_CHARS for c in entry) or entry.endswith(UNIT_SUFFIXES):
+        return entry
+    return entry + ".service"
+
+
+def parse_allowlist(text: str, source: str) -> list[str]:
+    """One unit name or glob per line; '#' starts a comment. Raises on the first bad line."""
+    patterns = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        problem = unit_pattern_problem(entry)
+        if problem:
+            raise HeartbeatError(f"{source}:{number}: bad allowlist entry {entry!r}: {problem}")
+        patterns.append(normalise_unit_pattern(entry))
+    return patterns
+
+
+def check_unit_patterns(entries: list[str], source: str) -> list[str]:
+    """Validate and normalise names given one by one (--unit, the Ansible module)."""
+    patterns = []
+    for entry in entries:
+        problem = unit_pattern_problem(entry)
+        if problem:
+            raise HeartbeatError(f"{source}: bad unit {entry!r}: {problem}")
+        patterns.append(normalise_unit_pattern(entry))
+    return patterns
+
+
+def unique(items) -> list:
+    """Items in first-seen order without repeats."""
+    return list(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------------------------
+# Reading systemd: at most two systemctl calls per tick, whatever the number of units
+# ---------------------------------------------------------------------------------------
+
+def run_command(argv: list[str], timeout: float) -> str:
+    """Run a command with a deadline; its stdout, or HeartbeatError naming what went wrong."""
+    env = dict(os.environ, LC_ALL="C", TZ="UTC", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=env,
+            errors="surrogateescape",
+        )
+    except subprocess.TimeoutExpired:
+        raise HeartbeatError(f"{' '.join(argv[:2])} did not answer within {timeout:g} s") from None
+    except OSError as error:
+        raise HeartbeatError(f"cannot run {argv[0]}: {error.strerror}") from None
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise HeartbeatError(f"{' '.join(argv[:2])} exited {done.returncode}: {message[0]}")
+    return done.stdout
+
+
+def parse_list_units(text: str) -> list[tuple[str, str, str, str]]:
+    """`systemctl list-units --plain --no-legend --full` -> (unit, load, active, sub) rows."""
+    rows = []
+    for line in text.splitlines():
+        fields = line.split(None, 4)
+        if len(fields) >= 4:
+            rows.append((fields[0], fields[1], fields[2], fields[3]))
+    return rows
+
+
+def select_units(patterns: list[str], loaded: list[tuple[str, str, str, str]]):
+    """Which units to show: allowlisted names, glob matches, then every failed unit.
+
+    Returns (names, allowlisted) where names keeps that order without repeats and
+    allowlisted is the set of names the allowlist asked for.
+    """
+    exact = [p for p in patterns if not any(c in GLOB_CHARS for c in p)]
+    globs = [p for p in patterns if p not in exact]
+    matched = [row[0] for row in loaded if any(fnmatch.fnmatchcase(row[0], g) for g in globs)]
+    failed = [row[0] for row in loaded if row[2] == "failed"]
+    allowlisted = set(exact) | set(matched)
+    return unique(exact + matched + failed), allowlisted
+
+
+def parse_show(text: str) -> list[dict[str, object]]:
+    """`systemctl show -p ...` of several units -> one dict per unit, in order.
+
+    Blocks are separated by a blank line. A property printed more than once
+    (TimersMonotonic, TimersCalendar: one line per timer setting) becomes a list.
+    """
+    units: list[dict[str, object]] = []
+    current: dict[str, object] = {}
+    for line in text.split("\n"):
+        if not line:
+            if current:
+                units.append(current)
+                current = {}
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue  # not a property line; systemctl never prints one, but be tolerant
+        if key in ("TimersMonotonic", "TimersCalendar"):
+            current.setdefault(key, []).append(value)  # type: ignore[union-attr]
+        else:
+            current[key] = value
+    if current:
+        units.append(current)
+    return units
+
+
+def show_units(names: list[str], run, timeout: float) -> list[dict[str, object]]:
+    """One `systemctl show` for every unit; blocks are matched to names by position."""
+    if not names:
+        return []
+    argv = ["systemctl", "show", "-p", ",".join(SHOW_PROPERTIES), "--", *names]
+    blocks = parse_show(run(argv, timeout))
+    if len(blocks) != len(names):
+        raise HeartbeatError(f"systemctl show answered {len(blocks)} blocks for {len(names)} units")
+    return blocks
+
+
+def collect(patterns: list[str], run=run_command, timeout: float = DEFAULT_TIMEOUT):
+    """Read the state of the allowlisted and failed units: (units, manager_start, duration).
+
+    `units` is a list of dicts: the properties systemctl printed plus "Unit" (the name we
+    asked for, which the metrics carry) and "Allowlisted". `run(argv, timeout)` returns a
+    command's stdout; the Ansible module passes its own.
+    """
+    started = time.monotonic()
+    has_glob = any(c in GLOB_CHARS for p in patterns for c in p)
+    # Globs are matched against every loaded unit; without globs only failed units are needed.
+    state_filter = "--all" if has_glob else "--state=failed"
+    listing = run(["systemctl", "list-units", state_filter, "--plain", "--no-legend",
+                   "--full", "--no-pager"], timeout)
+    names, allowlisted = select_units(patterns, parse_list_units(listing))
+    blocks = show_units([MANAGER_UNIT, *names], run, timeout)
+    manager_start = parse_timestamp(str(blocks[0].get("ActiveEnterTimestamp", "")))
+    units = []
+    for name, block in zip(names, blocks[1:]):
+        block["Unit"] = name
+        block["Allowlisted"] = name in allowlisted
+        units.append(block)
+    return units, manager_start, time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing systemctl's value formats
+# ---------------------------------------------------------------------------------------
+
+def parse_timestamp(value: str) -> float | None:
+    """'Fri 2026-11-27 19:25:44 UTC' (LC_ALL=C TZ=UTC) -> Unix seconds; '', 'n/a', '0' -> None.
+
+    systemd 249 prints these human-readable whatever --timestamp says (LastTriggerUSec and
+    NextElapseUSecRealtime ignore it even on 252), so one parser serves every version.
+    """
+    fields = value.split()
+    if len(fields) < 3 or fields[0] == "n/a":
+        return None
+    try:
+        year, month, day = (int(x) for x in fields[1].split("-"))
+        clock = fields[2].split(":")
+        hour, minute = int(clock[0]), int(clock[1])
+        second = float(clock[2])
+    except (ValueError, IndexError):
+        return None
+    try:
+        stamp = datetime(year, month, day, hour, minute, tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+    return stamp + second
+
+
+TIMESPAN_UNITS = {
+    "y": 31557600.0, "month": 2629800.0, "w": 604800.0, "d": 86400.0, "h": 3600.0,
+    "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "μs": 1e-6,
+}
+
+
+def parse_timespan(value: str) -> float | None:
+    """systemd's '1d 2h 3min 4.5s' / '30s' / '500ms' -> seconds; anything else -> None."""
+    total = 0.0
+    words = value.split()
+    if not words:
+        return None
+    for word in words:
+        digits = word.rstrip("abcdefghijklmnopqrstuvwxyzμ")
+        unit = word[len(digits):] or "s"
+        if unit not in TIMESPAN_UNITS or not digits:
+            return None
+        try:
+            total += float(digits) * TIMESPAN_UNITS[unit]
+        except ValueError:
+            return None
+    return total
+
+
+def parse_timer_settings(entries) -> list[tuple[str, str]]:
+    """'{ OnUnitActiveUSec=30s ; next_elapse=... }' lines -> [(base, value), ...]."""
+    settings = []
+    for entry in entries or ():
+        body = entry.strip().strip("{}").strip()
+        first = body.split(" ; ", 1)[0]
+        base, sep, value = first.partition("=")
+        if sep:
+            settings.append((base.strip(), value.strip()))
+    return settings
+
+
+def as_int(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Shaping: unit properties -> samples
+# ---------------------------------------------------------------------------------------
+
+# A sample is (metric name, kind, labels, value); kind is "gauge" or "counter";
+# labels is a tuple of (key, value) pairs; value None is a staleness marker.
+
+def unit_type(name: str) -> str:
+    return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+def timer_interval(unit: dict, remembered: float | None) -> float | None:
+    """A timer's own period, so alerts need no per-timer threshold.
+
+    Repeating monotonic settings (OnUnitActiveSec, OnUnitInactiveSec) give it directly;
+    otherwise a calendar timer's gap between its last and next elapse; otherwise the
+    last value seen (a stopped calendar timer has no next elapse).
+    """
+    repeating = [
+        parse_timespan(value) for base, value in parse_timer_settings(unit.get("TimersMonotonic"))
+        if base in REPEATING_TIMER_BASES
+    ]
+    repeating = [r for r in repeating if r]
+    if repeating:
+        return min(repeating)
+    if unit.get("TimersCalendar"):
+        last = parse_timestamp(str(unit.get("LastTriggerUSec", "")))
+        following = parse_timestamp(str(unit.get("NextElapseUSecRealtime", "")))
+        if last is not None and following is not None and following > last:
+            return following - last
+    return remembered
+
+
+def seconds_since_active(unit: dict, now: float, manager_start: float | None) -> float | None:
+    """How long ago the unit last did its job; the stale-timer and stuck-job signal.
+
+    timer:   since its last trigger; never triggered -> since it was activated.
+    service: 0 while active; a oneshot -> since its last run ended (0 while it runs);
+             otherwise since it stopped being active.
+    any:     never active since boot -> since the manager started (a lower bound).
+    """
+    kind = unit_type(str(unit.get("Unit", "")))
+    active_state = unit.get("ActiveState")
+    if kind == "timer":
+        since = parse_timestamp(str(unit.get("LastTriggerUSec", "")))
+        if since is None:
+            since = parse_timestamp(str(unit.get("ActiveEnterTimestamp", "")))
+    elif active_state in ("active", "reloading"):
+        return 0.0
+    elif unit.get("Type") == "oneshot" and unit.get("ExecMainStartTimestamp"):
+        if active_state == "activating" and unit.get("SubState") == "start":
+            return 0.0
+        since = parse_timestamp(str(unit.get("ExecMainExitTimestamp", "")))
+        if since is None:
+            since = parse_timestamp(str(unit.get("ExecMainStartTimestamp", "")))
+    else:
+        since = parse_timestamp(str(unit.get("ActiveExitTimestamp", "")))
+    if since is None:
+        since = manager_start
+    if since is None:
+        return None
+    return max(0.0, now - since)
+
+
+def unit_samples(unit: dict, host: str, now: float, manager_start: float | None,
+                 remembered_interval: float | None = None) -> list[tuple]:
+    """Every sample one unit contributes."""
+    name = str(unit["Unit"])
+    kind = unit_type(name)
+    base = (("unit", name), ("host", host))
+    active_state = str(unit.get("ActiveState", ""))
+    sub_state = str(unit.get("SubState", ""))
+    samples = [
+        ("systemd_unit_active", "gauge", (("unit", name), ("sub_state", sub_state), ("host", host)),
+         1.0 if active_state == "active" else 0.0),
+        ("systemd_unit_info", "gauge", base + (
+            ("load_state", str(unit.get("LoadState", ""))), ("active_state", active_state),
+            ("sub_state", sub_state), ("unit_type", kind),
+            ("allowlisted", "true" if unit.get("Allowlisted") else "false"),
+        ), 1.0),
+    ]
+    restarts = as_int(unit.get("NRestarts", ""))
+    if kind == "service" and restarts is not None:
+        samples.append(("systemd_unit_restart_count_total", "counter", base, float(restarts)))
+    status, code = as_int(unit.get("ExecMainStatus", "")), as_int(unit.get("ExecMainCode", ""))
+    if kind == "service" and status is not None:
+        samples.append(("systemd_unit_last_exit_status", "gauge", base, float(status)))
+    if kind == "service" and code is not None:
+        samples.append(("systemd_unit_last_exit_code", "gauge", base, float(code)))
+    since = seconds_since_active(unit, now, manager_start)
+    if since is not None:
+        samples.append(("systemd_unit_seconds_since_active", "gauge", base, round(since, 3)))
+    changed = parse_timestamp(str(unit.get("StateChangeTimestamp", "")))
+    if changed is not None:
+        samples.append(("systemd_unit_state_change_timestamp_seconds", "gauge", base, changed))
+    if kind == "timer":
+        last = parse_timestamp(str(unit.get("LastTriggerUSec", "")))
+        if last is not None:
+            samples.append(("systemd_timer_last_trigger_timestamp_seconds", "gauge", base, last))
+        following = parse_timestamp(str(unit.get("NextElapseUSecRealtime", "")))
+        if following is not None:
+            samples.append(("systemd_timer_next_elapse_timestamp_seconds", "gauge", base, following))
+        interval = timer_interval(unit, remembered_interval)
+        if interval is not None:
+            samples.append(("systemd_timer_interval_seconds", "gauge", base, interval))
+    return samples
+
+
+def health_samples(host: str, duration: float, units: list[dict]) -> list[tuple]:
+    """The heartbeat's own health: alive, how long collection took, how much it saw."""
+    labels = (("host", host),)
+    failed = sum(1 for u in units if u.get("ActiveState") == "failed")
+    return [
+        ("systemd_heartbeat_up", "gauge", labels, 1.0),
+        ("systemd_heartbeat_collect_duration_seconds", "gauge", labels, round(duration, 6)),
+        ("systemd_heartbeat_units_reported", "gauge", labels, float(len(units))),
+        ("systemd_heartbeat_units_failed", "gauge", labels, float(failed)),
+    ]
+
+
+def shape(units: list[dict], host: str, now: float, manager_start: float | None,
+          duration: float, memory: dict | None = None) -> list[tuple]:
+    """All samples of one tick."""
+    intervals = (memory or {}).get("intervals", {})
+    samples = []
+    for unit in units:
+        samples.extend(unit_samples(unit, host, now, manager_start, intervals.get(unit["Unit"])))
+    samples.extend(health_samples(host, duration, units))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------
+# Memory between ticks: which series were pushed last, so ended ones get a staleness marker
+# ---------------------------------------------------------------------------------------
+
+MEMORY_FILE = "last-push.json"
+
+
+def load_memory(state_dir: str | None) -> dict:
+    """The last successful push's series and timer intervals; empty when unknown or unreadable."""
+    if not state_dir:
+        return {}
+    try:
+        with open(os.path.join(state_dir, MEMORY_FILE), encoding="utf-8") as handle:
+            memory = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return memory if isinstance(memory, dict) else {}
+
+
+def remember(state_dir: str | None, samples: list[tuple]) -> None:
+    """Record what was pushed (atomically: a crash never leaves half a file)."""
+    if not state_dir:
+        return
+    series = [[name, kind, [list(pair) for pair in labels]]
+              for name, kind, labels, value in samples if value is not None]
+    intervals = {dict(labels)["unit"]: value for name, _, labels, value in samples
+                 if name == "systemd_timer_interval_seconds"}
+    path = os.path.join(state_dir, MEMORY_FILE)
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"series": series, "intervals": intervals}, handle)
+    os.replace(temporary, path)
+
+
+def staleness_markers(memory: dict, samples: list[tuple]) -> list[tuple]:
+    """A marker for every series pushed last time and absent now (e.g. the old sub_state)."""
+    current = {(name, labels) for name, _, labels, _ in samples}
+    markers = []
+    for entry in memory.get("series", ()):
+        try:
+            name, kind, labels = entry[0], entry[1], tuple(tuple(pair) for pair in entry[2])
+        except (IndexError, TypeError):
+            continue
+        if (name, labels) not in current:
+            markers.append((name, kind, labels, None))
+    return markers
+
+
+# ---------------------------------------------------------------------------------------
+# OTLP/HTTP protobuf, written by hand (opentelemetry/proto/metrics/v1/metrics.proto)
+# ---------------------------------------------------------------------------------------
+
+def _varint(number: int) -> bytes:
+    """Base-128 varint, least significant group first."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    """Field key: (field_number << 3) | wire_type. Wire types: 0 varint, 1 64-bit, 2 bytes."""
+    return _varint(field << 3 | wire_type)
+
+
+def _bytes_field(field: int, payload: bytes) -> bytes:
+    """A length-delimited field: embedded messages and strings."""
+    return _tag(field, 2) + _varint(len(payload)) + payload
+
+
+def _string_field(field: int, text: str) -> bytes:
+    return _bytes_field(field, text.encode("utf-8", "surrogateescape"))
+
+
+def _key_value(key: str, value: str) -> bytes:
+    # KeyValue { string key = 1; AnyValue value = 2; }  AnyValue { string string_value = 1; }
+    return _string_field(1, key) + _bytes_field(2, _string_field(1, value))
+
+
+def _number_data_point(labels: tuple, value: float | None, time_ns: bytes) -> bytes:
+    # NumberDataPoint { fixed64 time_unix_nano = 3; double as_double = 4;
+    #                   repeated KeyValue attributes = 7; uint32 flags = 8; }
+    # No value and flags = 1 (FLAG_NO_RECORDED_VALUE): VictoriaMetrics stores a staleness
+    # marker, which ends the series at this timestamp.
+    body = bytearray()
+    for key, text in labels:
+        body += _bytes_field(7, _key_value(key, text))
+    body += _tag(3, 1) + time_ns
+    if value is None:
+        body += _tag(8, 0) + _varint(1)
+    else:
+        body += _tag(4, 1) + struct.pack("<d", value)
+    return bytes(body)
+
+
+def _gauge(points: list[bytes]) -> bytes:
+    # Gauge { repeated NumberDataPoint data_points = 1; }
+    return b"".join(_bytes_field(1, point) for point in points)
+
+
+def _monotonic_sum(points: list[bytes]) -> bytes:
+    # Sum { repeated NumberDataPoint data_points = 1;
+    #       AggregationTemporality aggregation_temporality = 2; bool is_monotonic = 3; }
+    # Temporality 2 is CUMULATIVE; VictoriaMetrics silently drops a Sum without it.
+    return (b"".join(_bytes_field(1, point) for point in points)
+            + _tag(2, 0) + _varint(2) + _tag(3, 0) + _varint(1))
+
+
+def _metric(name: str, kind: str, points: list[bytes]) -> bytes:
+    # Metric { string name = 1; Gauge gauge = 5; Sum sum = 7; }
+    # No unit (3) and no description (2): with -opentelemetry.usePrometheusNaming
+    # VictoriaMetrics would append unit words to the name; without a unit the stored
+    # name is the one written here either way.
+    data = _bytes_field(7, _monotonic_sum(points)) if kind == "counter" else _bytes_field(5, _gauge(points))
+    return _string_field(1, name) + data
+
+
+def encode_request(samples: list[tuple], resource: dict[str, str], time_ns: int) -> bytes:
+    """ExportMetricsServiceRequest with one resource and one scope holding every metric.
+
+    ExportMetricsServiceRequest { repeated ResourceMetrics resource_metrics = 1; }
+    ResourceMetrics { Resource resource = 1; repeated ScopeMetrics scope_metrics = 2; }
+    Resource { repeated KeyValue attributes = 1; }
+    ScopeMetrics { InstrumentationScope scope = 1; repeated Metric metrics = 2; }
+    The scope is left out on purpose: from 1.132 VictoriaMetrics turns a present scope into
+    scope.name/scope.version labels, which would change series identity on upgrade.
+    """
+    stamp = struct.pack("<Q", time_ns)
+    grouped: dict[tuple[str, str], list[bytes]] = {}
+    for name, kind, labels, value in samples:
+        grouped.setdefault((name, kind), []).append(_number_data_point(labels, value, stamp))
+    metrics = b"".join(_bytes_field(2, _metric(name, kind, points))
+                       for (name, kind), points in grouped.items())
+    attributes = b"".join(_bytes_field(1, _key_value(k, v)) for k, v in resource.items())
+    resource_metrics = _bytes_field(1, attributes) + _bytes_field(2, metrics)
+    return _bytes_field(1, resource_metrics)
+
+
+# ---------------------------------------------------------------------------------------
+# Pushing
+# ---------------------------------------------------------------------------------------
+
+def post(url: str, body: bytes, timeout: float) -> None:
+    """POST the protobuf; HeartbeatError with URL, status and the server's message otherwise."""
+    from urllib.parse import urlsplit  # imported here: only a pushing tick needs HTTP
+    import http.client
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HeartbeatError(f"{url}: not an http(s) URL")
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Content-Type": "application/x-protobuf", "Content-Length": str(len(body))}
+    try:
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        message = response.read(2048).decode("utf-8", "replace").strip()
+    except (OSError, http.client.HTTPException) as error:
+        reason = "timed out" if isinstance(error, socket.timeout) else (str(error) or type(error).__name__)
+        raise HeartbeatError(f"push to {url} failed: {reason}") from None
+    finally:
+        connection.close()
+    if not 200 <= response.status < 300:
+        first_line = message.splitlines()[0] if message else "no message"
+        raise HeartbeatError(f"push to {url} failed: HTTP {response.status} {response.reason}: {first_line}")
+
+
+# ---------------------------------------------------------------------------------------
+# Dry run: what would be pushed, for a person
+# ---------------------------------------------------------------------------------------
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "stale"
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return repr(value)
+
+
+def format_sample(sample: tuple) -> str:
+    """Prometheus text style: name{label="value",...} value."""
+    name, _, labels, value = sample
+    text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
+    line = f"{name}{{{text}}} {format_value(value)}"
+    if value is None:
+        line += "  # staleness marker: this series ended"
+    return line
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# ---------------------------------------------------------------------------------------
+# One tick
+# ---------------------------------------------------------------------------------------
+
+def tick(patterns: list[str], host: str, state_dir: str | None, timeout: float,
+         run=run_command, now: float | None = None):
+    """Collect and shape one tick: (samples including staleness markers, units, memory)."""
+    units, manager_start, duration = collect(patterns, run, timeout)
+    now = time.time() if now is None else now
+    memory = load_memory(state_dir)
+    samples = shape(units, host, now, manager_start, duration, memory)
+    samples += staleness_markers(memory, samples)
+    return samples, units, now
+
+
+def parse_args(argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="systemd-heartbeat",
+        description="Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/HTTP).",
+    )
+    parser.add_argument("--url", default=os.environ.get("VMSINGLE_OTLP_URL", DEFAULT_URL),
+                        help="OTLP/HTTP metrics endpoint (env VMSINGLE_OTLP_URL; default %(default)s)")
+    parser.add_argument("--unit", action="append", default=[], metavar="NAME",
+                        help="a unit name or glob to report, e.g. '*-server.service' (repeatable)")
+    parser.add_argument("--allowlist", default=os.environ.get("SYSTEMD_HEARTBEAT_ALLOWLIST"),
+                        metavar="FILE", help="file with one unit name or glob per line, '#' comments "
+                        "(env SYSTEMD_HEARTBEAT_ALLOWLIST)")
+    parser.add_argument("--host", default=os.environ.get("SYSTEMD_HEARTBEAT_HOST") or socket.gethostname(),
+                        help="value of the host label (env SYSTEMD_HEARTBEAT_HOST; default: this host's name)")
+    parser.add_argument("--timeout", type=float,
+                        default=float(os.environ.get("SYSTEMD_HEARTBEAT_TIMEOUT", DEFAULT_TIMEOUT)),
+                        help="seconds allowed for each systemctl call and for the push (default %(default)s)")
+    parser.add_argument("--state-dir", default=os.environ.get("STATE_DIRECTORY"),
+                        help="where to remember the last push, to end series that disappear "
+                        "(env STATE_DIRECTORY, which systemd's StateDirectory= sets)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the samples that would be pushed, one per line, and push nothing")
+    args = parser.parse_args(argv)
+    if not args.timeout > 0:
+        parser.error(f"--timeout must be positive, got {args.timeout:g}")
+    return args
+
+
+def read_patterns(args) -> list[str]:
+    patterns = check_unit_patterns(args.unit, "--unit")
+    if args.allowlist:
+        try:
+            with open(args.allowlist, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise HeartbeatError(f"cannot read allowlist {args.allowlist}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise HeartbeatError(f"{args.allowlist}: not UTF-8 text ({error.reason})") from None
+        patterns += parse_allowlist(text, args.allowlist)
+    return unique(patterns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        patterns = read_patterns(args)
+        samples, units, now = tick(patterns, args.host, args.state_dir, args.timeout)
+        if args.dry_run:
+            sys.stdout.write("".join(format_sample(s) + "\n" for s in samples))
+            return 0
+        body = encode_request(samples, {"host": args.host}, int(now * 1e9))
+        post(args.url, body, args.timeout)
+    except HeartbeatError as error:
+        print(f"systemd-heartbeat: {error}", file=sys.stderr)
+        return 1
+    try:
+        remember(args.state_dir, samples)
+    except OSError as error:
+        # The push landed; only the next tick's staleness markers are at risk.
+        print(f"systemd-heartbeat: warning: cannot record the push in {args.state_dir}: "
+              f"{error.strerror}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

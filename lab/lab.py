@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The local lab: real systemd hosts in systemd-nspawn plus VictoriaMetrics on loopback.
+
+    python3 lab/lab.py up [--hosts N]   boot N hosts (default 2) and VictoriaMetrics; idempotent
+    python3 lab/lab.py down             stop everything, remove the hosts; idempotent
+    python3 lab/lab.py status           what runs
+    python3 lab/lab.py ssh HOST [CMD]   a shell (or a command) on a lab host, over SSH
+
+Each host is a copy of a cached debootstrap'ed Debian 12 rootfs, booted with systemd as
+PID 1, named lab-host1, lab-host2, ..., with sshd on 127.0.0.1:2201, 2202, ... (key only).
+The hosts share the machine's network, so VictoriaMetrics on 127.0.0.1:30428 is at the same
+address from inside, as it is on kai-server (a k3s NodePort). Everything binds to loopback.
+
+Needs root (systemd-nspawn). Installs what it needs with apt on first use; the rootfs and
+the VictoriaMetrics binaries are cached in $SYSTEMD_MONITORING_LAB_CACHE.
+Standard library only, so tests and the benchmark import it as a helper.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+CACHE = Path(os.environ.get("SYSTEMD_MONITORING_LAB_CACHE", "/var/cache/systemd-monitoring-lab"))
+RUN = Path(os.environ.get("SYSTEMD_MONITORING_LAB_DIR", "/var/lib/systemd-monitoring-lab"))
+ROOTFS = CACHE / "rootfs-bookworm"
+TOOLS = CACHE / "debian-trixie"  # victoria-metrics, vmalert, vmalert-tool, alertmanager
+NSPAWN_RUNTIME = Path("/run/systemd/nspawn")
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+ROOTFS_PACKAGES = "systemd,systemd-sysv,dbus,python3,openssh-server,iproute2"
+MACHINE_PACKAGES = ("systemd-container", "debootstrap", "openssh-client", "iproute2")
+# Debian 13 ships VictoriaMetrics 1.112 (OTLP ingestion needs >= 1.97.3) and Alertmanager 0.28.
+TOOL_PACKAGES = ("victoria-metrics", "prometheus-alertmanager")
+SSH_PORT_BASE = 2200
+VM_PORT = 30428
+HOST_PREFIX = "lab-host"
+SYSTEMCTL_READY = ("running", "degraded")
+
+
+class LabError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"lab: {message}", file=sys.stderr, flush=True)
+
+
+def run(argv, check=True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, text=True, **kwargs)
+
+
+# ------------------------------------------------------------------ installation, cached
+
+def ensure_machine_packages() -> None:
+    missing = [p for p in MACHINE_PACKAGES
+               if run(["dpkg-query", "-W", "-f=${Status}", p], check=False,
+                      capture_output=True).stdout != "install ok installed"]
+    if missing:
+        log(f"apt-get install {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
+        run(["apt-get", "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL)
+
+
+def ensure_rootfs() -> Path:
+    """debootstrap once; later runs copy the cached tree (about 50 s the first time)."""
+    if (ROOTFS / "usr/bin/python3").exists():
+        return ROOTFS
+    ensure_machine_packages()
+    partial = CACHE / "rootfs-bookworm.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log(f"debootstrap bookworm into {ROOTFS} (once)")
+    with open(CACHE / "debootstrap.log", "w") as out:
+        run(["debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}", "bookworm",
+             str(partial), DEBIAN_MIRROR], stdout=out, stderr=subprocess.STDOUT)
+    partial.rename(ROOTFS)
+    return ROOTFS
+
+
+def ensure_tools() -> Path:
+    """Debian 13's victoria-metrics and prometheus-alertmanager, unpacked into the cache.
+
+    apt fetches them from the trixie suite through a private sources list, so the
+    machine's own apt configuration is never touched (works on Debian 12 and 13).
+    """
+    bindir = TOOLS / "root/usr/bin"
+    wanted = ("victoria-metrics", "vmalert", "vmalert-tool", "prometheus-alertmanager")
+    if all((bindir / b).exists() for b in wanted):
+        return bindir
+    apt = TOOLS / "apt"
+    for sub in ("lists/partial", "cache/archives/partial", "sources.d"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    (apt / "sources.list").write_text(f"deb {DEBIAN_MIRROR} trixie main\n")
+    options = ["-o", f"Dir::Etc::SourceList={apt}/sources.list",
+               "-o", f"Dir::Etc::SourceParts={apt}/sources.d",
+               "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache",
+               "-o", "APT::Sandbox::User=root"]
+    log("fetching victoria-metrics and prometheus-alertmanager from Debian 13 (once)")
+    run(["apt-get", *options, "update", "-qq"], stdout=subprocess.DEVNULL)
+    debs = TOOLS / "debs"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    run(["apt-get", *options, "download", *TOOL_PACKAGES], cwd=debs, stdout=subprocess.DEVNULL)
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(TOOLS / "root")])
+    return bindir
+
+
+def tool(name: str) -> str:
+    return str(ensure_tools() / name)
+
+
+# ------------------------------------------------------------------ hosts
+
+def host_names(count: int) -> list[str]:
+    return [f"{HOST_PREFIX}{i}" for i in range(1, count + 1)]
+
+
+def ssh_port(host: str) -> int:
+    return SSH_PORT_BASE + int(host[len(HOST_PREFIX):])
+
+
+def host_dir(host: str) -> Path:
+    return RUN / "hosts" / host
+
+
+def nspawn_pid(host: str) -> int | None:
+    try:
+        pid = int((host_dir(host) / "nspawn.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"systemd-nspawn" in cmdline else None
+
+
+def leader_pid(host: str) -> int | None:
+    """PID of the container's systemd (PID 1 inside), the target for nsenter."""
+    pid = nspawn_pid(host)
+    if pid is None:
+        return None
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        if children:
+            return int(children[0])
+    return None
+
+
+def inside(host: str, argv, check=True, timeout=60, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command inside a lab host (setup and inspection; tests use SSH for the real path)."""
+    leader = leader_pid(host)
+    if leader is None:
+        raise LabError(f"{host} is not running")
+    return run(["nsenter", "-t", str(leader), "-a", *argv], check=check, timeout=timeout,
+               capture_output=True, **kwargs)
+
+
+def key_path() -> Path:
+    key = RUN / "id_ed25519"
+    if not key.exists():
+        RUN.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "systemd-monitoring-lab",
+             "-f", str(key)])
+    return key
+
+
+def prepare_rootfs(host: str) -> Path:
+    """A fresh copy of the cached rootfs with its own hostname and SSH port, key-only."""
+    root = host_dir(host) / "root"
+    if root.exists():
+        return root
+    partial = host_dir(host) / "root.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    host_dir(host).mkdir(parents=True, exist_ok=True)
+    run(["cp", "-a", "--reflink=auto", str(ensure_rootfs()), str(partial)])
+    (partial / "etc/hostname").write_text(host + "\n")
+    (partial / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host}\n")
+    (partial / "etc/ssh/sshd_config.d/lab.conf").write_text(
+        f"Port {ssh_port(host)}\nListenAddress 127.0.0.1\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUseDNS no\n")
+    ssh_dir = partial / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(Path(str(key_path()) + ".pub").read_text())
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    if not list((partial / "etc/ssh").glob("ssh_host_*_key")):
+        run(["ssh-keygen", "-A", "-f", str(partial)])
+    # Units like kai-server's, so the quickstart has something real to watch.
+    install_demo_units(partial)
+    partial.rename(root)
+    return root
+
+
+DEMO_UNITS = {
+    # long-running game servers
+    "factorio-server.service": "[Unit]\nDescription=Lab stand-in for a game server\n[Service]\n"
+                               "ExecStart=/bin/sleep infinity\nRestart=on-failure\n"
+                               "[Install]\nWantedBy=multi-user.target\n",
+    "eco-server.service": "[Unit]\nDescription=Lab stand-in for a game server\n[Service]\n"
+                          "ExecStart=/bin/sleep infinity\nRestart=on-failure\n"
+                          "[Install]\nWantedBy=multi-user.target\n",
+    # a timer-driven oneshot job, like coily-audit-dashboard
+    "coily-audit-dashboard.service": "[Unit]\nDescription=Lab stand-in for a timer-driven job\n"
+                                     "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    "coily-audit-dashboard.timer": "[Unit]\nDescription=Lab stand-in timer\n[Timer]\n"
+                                   "OnBootSec=10s\nOnUnitActiveSec=2min\nAccuracySec=1s\n"
+                                   "[Install]\nWantedBy=timers.target\n",
+}
+
+
+def install_demo_units(root: Path) -> None:
+    unit_dir = root / "etc/systemd/system"
+    for name, text in DEMO_UNITS.items():
+        (unit_dir / name).write_text(text)
+        if "[Install]" in text:
+            target = "timers.target" if name.endswith(".timer") else "multi-user.target"
+            wants = unit_dir / f"{target}.wants"
+            wants.mkdir(exist_ok=True)
+            link = wants / name
+            if not link.is_symlink():
+                link.symlink_to(f"/etc/systemd/system/{name}")
+
+
+def ensure_nspawn_runtime() -> None:
+    """nspawn refuses to boot on a machine whose PID 1 is not systemd without this tmpfs."""
+    if run(["mountpoint", "-q", str(NSPAWN_RUNTIME)], check=False).returncode != 0:
+        NSPAWN_RUNTIME.mkdir(parents=True, exist_ok=True)
+        run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(NSPAWN_RUNTIME)])
+        (RUN / "mounted-nspawn-runtime").write_text("1\n")
+
+
+def boot(host: str) -> None:
+    if nspawn_pid(host) is not None:
+        return
+    root = prepare_rootfs(host)
+    ensure_nspawn_runtime()
+    console = open(host_dir(host) / "console.log", "ab")
+    # --console=read-only: the console is drained into a file; with "passive" nobody reads
+    # it and, once its buffer fills, PID 1 blocks and every systemctl call hangs.
+    process = subprocess.Popen(
+        ["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-D", str(root), "-M", host,
+         "-b", "--console=read-only"],
+        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+    (host_dir(host) / "nspawn.pid").write_text(f"{process.pid}\n")
+
+
+def wait_ready(host: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    state = "not started"
+    while time.monotonic() < deadline:
+        if leader_pid(host) is not None:
+            answer = inside(host, ["systemctl", "is-system-running"], check=False, timeout=10)
+            state = answer.stdout.strip()
+            if state in SYSTEMCTL_READY and ssh(host, ["true"], check=False).returncode == 0:
+                return
+        time.sleep(0.5)
+    raise LabError(f"{host} not ready after {timeout:g} s (systemd: {state}); "
+                   f"see {host_dir(host) / 'console.log'}")
+
+
+def ssh_options(host: str) -> list[str]:
+    return ["-i", str(key_path()), "-p", str(ssh_port(host)), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5"]
+
+
+def ssh(host: str, argv, check=True, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+    import shlex
+
+    command = argv if isinstance(argv, str) else shlex.join(argv)
+    return run(["ssh", *ssh_options(host), "root@127.0.0.1", command], check=check,
+               timeout=timeout, capture_output=True, **kwargs)
+
+
+def stop_host(host: str) -> None:
+    pid = nspawn_pid(host)
+    if pid is not None:
+        leader = leader_pid(host)
+        os.kill(pid, signal.SIGTERM)  # nspawn asks the container's systemd to power off
+        if not wait_gone(pid, 20) and leader is not None:
+            os.kill(leader, signal.SIGKILL)  # a hung PID 1 ends the whole container
+            wait_gone(pid, 10)
+    shutil.rmtree(host_dir(host), ignore_errors=True)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+# ------------------------------------------------------------------ VictoriaMetrics
+
+def start_victoriametrics(name: str, port: int, *flags: str) -> str:
+    """Start (or find running) a VictoriaMetrics on 127.0.0.1:port; returns its base URL."""
+    url = f"http://127.0.0.1:{port}"
+    piddir = RUN / "services" / name
+    pid = read_pid(piddir / "pid")
+    if pid is not None and healthy(url):
+        return url
+    binary = tool("victoria-metrics")
+    piddir.mkdir(parents=True, exist_ok=True)
+    log_file = open(piddir / "log", "ab")
+    process = subprocess.Popen(
+        [binary, f"-storageDataPath={piddir / 'data'}", f"-httpListenAddr=127.0.0.1:{port}",
+         # the default 30 s offset hides the newest samples from queries
+         "-search.latencyOffset=0s", "-loggerLevel=WARN", *flags],
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    (piddir / "pid").write_text(f"{process.pid}\n")
+    wait_healthy(url, process, piddir / "log")
+    return url
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def wait_healthy(url: str, process, log_path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(url):
+            return
+        if process.poll() is not None:
+            raise LabError(f"{url} exited with {process.returncode}; see {log_path}")
+        time.sleep(0.2)
+    raise LabError(f"{url} not healthy after {timeout:g} s; see {log_path}")
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def stop_service(name: str) -> None:
+    piddir = RUN / "services" / name
+    pid = read_pid(piddir / "pid")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        if not wait_gone(pid, 15):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, 5)
+    shutil.rmtree(piddir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ inventory for Ansible
+
+def write_inventory(hosts: list[str]) -> Path:
+    """An inventory for the lab hosts; the playbook is run with it next to inventory/."""
+    inventory = {
+        "all": {
+            "children": {
+                "systemd_monitoring_hosts": {
+                    "hosts": {
+                        host: {
+                            "ansible_host": "127.0.0.1",
+                            "ansible_port": ssh_port(host),
+                            "ansible_user": "root",
+                            "ansible_ssh_private_key_file": str(key_path()),
+                            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                                       "-o UserKnownHostsFile=/dev/null",
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                        } for host in hosts
+                    }
+                }
+            }
+        }
+    }
+    path = RUN / "inventory.json"
+    path.write_text(json.dumps(inventory, indent=2) + "\n")
+    return path
+
+
+def running_hosts() -> list[str]:
+    base = RUN / "hosts"
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if nspawn_pid(p.name) is not None)
+
+
+# ------------------------------------------------------------------ commands
+
+def up(count: int) -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (systemd-nspawn, mount)")
+    ensure_machine_packages()
+    ensure_rootfs()
+    ensure_tools()
+    key_path()
+    url = start_victoriametrics("victoria-metrics", VM_PORT)
+    hosts = host_names(count)
+    for host in hosts:
+        boot(host)
+    for host in hosts:
+        wait_ready(host)
+    inventory = write_inventory(hosts)
+    log(f"up: {', '.join(f'{h} (ssh 127.0.0.1:{ssh_port(h)})' for h in hosts)}; "
+        f"VictoriaMetrics {url}; inventory {inventory}")
+
+
+def down() -> None:
+    hosts_root = RUN / "hosts"
+    if hosts_root.is_dir():
+        for path in sorted(hosts_root.iterdir()):
+            stop_host(path.name)
+    services = RUN / "services"
+    if services.is_dir():
+        for path in sorted(services.iterdir()):
+            stop_service(path.name)
+    marker = RUN / "mounted-nspawn-runtime"
+    if marker.exists():
+        if run(["mountpoint", "-q", str(NSPAWN_RUNTIME)], check=False).returncode == 0:
+            run(["umount", str(NSPAWN_RUNTIME)], check=False)
+        marker.unlink()
+    (RUN / "inventory.json").unlink(missing_ok=True)
+    log("down: no lab hosts or services left running")
+
+
+def status() -> int:
+    hosts = running_hosts()
+    for host in hosts:
+        state = inside(host, ["systemctl", "is-system-running"], check=False).stdout.strip()
+        print(f"{host}: systemd {state}, ssh 127.0.0.1:{ssh_port(host)}")
+    services = RUN / "services"
+    for path in sorted(services.iterdir()) if services.is_dir() else ():
+        print(f"{path.name}: pid {read_pid(path / 'pid') or 'not running'}")
+    return 0 if hosts else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up", help="boot the lab hosts and VictoriaMetrics")
+    up_parser.add_argument("--hosts", type=int, default=2, help="how many hosts (default 2)")
+    sub.add_parser("down", help="stop and remove everything the lab started")
+    sub.add_parser("status", help="what runs")
+    ssh_parser = sub.add_parser("ssh", help="run a command on a lab host over SSH")
+    ssh_parser.add_argument("host")
+    ssh_parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            if not 1 <= args.hosts <= 50:
+                raise LabError(f"--hosts must be between 1 and 50, got {args.hosts}")
+            up(args.hosts)
+        elif args.command == "down":
+            down()
+        elif args.command == "status":
+            return status()
+        elif args.command == "ssh":
+            return subprocess.call(["ssh", *ssh_options(args.host), "-t", "root@127.0.0.1",
+                                    *args.cmd])
+    except (LabError, subprocess.CalledProcessError) as error:
+        print(f"lab: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
