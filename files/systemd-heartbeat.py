@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from datetime import datetime, timezone
 
 DEFAULT_URL = "http://localhost:30428/opentelemetry/v1/metrics"
@@ -57,7 +58,8 @@ SHOW_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Type", "NRestarts",
     "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp",
     "ActiveEnterTimestamp", "ActiveExitTimestamp", "StateChangeTimestamp",
-    "LastTriggerUSec", "NextElapseUSecRealtime", "TimersMonotonic", "TimersCalendar",
+    "LastTriggerUSec", "NextElapseUSecRealtime", "NextElapseUSecMonotonic",
+    "TimersMonotonic", "TimersCalendar",
 )
 # init.scope is PID 1's own scope: its ActiveEnterTimestamp is when the manager started,
 # the reference for units that were never active since boot.
@@ -213,12 +215,17 @@ def show_units(names: list[str], run, timeout: float) -> list[dict[str, object]]
     return blocks
 
 
-def collect(patterns: list[str], run=run_command, timeout: float = DEFAULT_TIMEOUT):
-    """Read the state of the allowlisted and failed units: (units, manager_start, duration).
+# What one collection saw. units: a dict per unit, the properties systemctl printed plus
+# "Unit" (the name asked for, which the metrics carry) and "Allowlisted". manager_start:
+# when PID 1 started. wall, monotonic: both clocks read right after systemctl answered,
+# to place monotonic timestamps (a monotonic timer's next elapse) on the wall clock.
+Snapshot = namedtuple("Snapshot", "units manager_start duration wall monotonic")
 
-    `units` is a list of dicts: the properties systemctl printed plus "Unit" (the name we
-    asked for, which the metrics carry) and "Allowlisted". `run(argv, timeout)` returns a
-    command's stdout; the Ansible module passes its own.
+
+def collect(patterns: list[str], run=run_command, timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
+    """Read the state of the allowlisted and failed units with two systemctl calls.
+
+    `run(argv, timeout)` returns a command's stdout; the Ansible module passes its own.
     """
     started = time.monotonic()
     has_glob = any(c in GLOB_CHARS for p in patterns for c in p)
@@ -228,13 +235,46 @@ def collect(patterns: list[str], run=run_command, timeout: float = DEFAULT_TIMEO
                    "--full", "--no-pager"], timeout)
     names, allowlisted = select_units(patterns, parse_list_units(listing))
     blocks = show_units([MANAGER_UNIT, *names], run, timeout)
+    wall, monotonic = time.time(), time.monotonic()
     manager_start = parse_timestamp(str(blocks[0].get("ActiveEnterTimestamp", "")))
     units = []
     for name, block in zip(names, blocks[1:]):
         block["Unit"] = name
         block["Allowlisted"] = name in allowlisted
         units.append(block)
-    return units, manager_start, time.monotonic() - started
+    return Snapshot(units, manager_start, monotonic - started, wall, monotonic)
+
+
+def calendar_expressions(units: list[dict], known: dict) -> list[str]:
+    """OnCalendar expressions whose period cannot be read off the timer and is not known yet:
+    calendar timers that never triggered (after a reboot, unless Persistent=true)."""
+    wanted = []
+    for unit in units:
+        if unit_type(str(unit["Unit"])) != "timer" or repeating_period(unit) is not None:
+            continue
+        if parse_timestamp(str(unit.get("LastTriggerUSec", ""))) is not None:
+            continue
+        wanted += [value for base, value in parse_timer_settings(unit.get("TimersCalendar"))
+                   if base == "OnCalendar" and value not in known]
+    return unique(wanted)
+
+
+def calendar_periods(expressions: list[str], run=run_command,
+                     timeout: float = DEFAULT_TIMEOUT) -> dict[str, float]:
+    """Gap between the next two elapses of each OnCalendar expression, in one call."""
+    if not expressions:
+        return {}
+    text = run(["systemd-analyze", "calendar", "--iterations=2", "--", *expressions], timeout)
+    periods, elapses = {}, []
+    for line in text.splitlines() + [""]:
+        label, _, value = line.strip().partition(": ")
+        if label in ("Next elapse", "Iter. #2"):
+            elapses.append(parse_timestamp(value))
+        elif not line.strip() and elapses:
+            if len(elapses) == 2 and None not in elapses and len(periods) < len(expressions):
+                periods[expressions[len(periods)]] = elapses[1] - elapses[0]
+            elapses = []
+    return periods
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,26 +358,45 @@ def unit_type(name: str) -> str:
     return name.rsplit(".", 1)[-1] if "." in name else ""
 
 
-def timer_interval(unit: dict, remembered: float | None) -> float | None:
+def repeating_period(unit: dict) -> float | None:
+    """The shortest repeating monotonic setting (OnUnitActiveSec, OnUnitInactiveSec)."""
+    periods = [parse_timespan(value) for base, value in parse_timer_settings(unit.get("TimersMonotonic"))
+               if base in REPEATING_TIMER_BASES]
+    periods = [p for p in periods if p]
+    return min(periods) if periods else None
+
+
+def timer_interval(unit: dict, remembered: float | None, calendar: dict) -> float | None:
     """A timer's own period, so alerts need no per-timer threshold.
 
-    Repeating monotonic settings (OnUnitActiveSec, OnUnitInactiveSec) give it directly;
-    otherwise a calendar timer's gap between its last and next elapse; otherwise the
-    last value seen (a stopped calendar timer has no next elapse).
+    1. repeating monotonic settings give it directly;
+    2. a calendar timer that fired: the gap from its last trigger to its next elapse
+       (for Mon..Fri schedules this is the gap that matters right now);
+    3. a calendar timer that never fired: the gap between its next two elapses
+       (systemd-analyze calendar, looked up once per expression and remembered);
+    4. otherwise the last value seen (a stopped calendar timer has no next elapse).
     """
-    repeating = [
-        parse_timespan(value) for base, value in parse_timer_settings(unit.get("TimersMonotonic"))
-        if base in REPEATING_TIMER_BASES
-    ]
-    repeating = [r for r in repeating if r]
-    if repeating:
-        return min(repeating)
-    if unit.get("TimersCalendar"):
+    period = repeating_period(unit)
+    if period is not None:
+        return period
+    expressions = [v for b, v in parse_timer_settings(unit.get("TimersCalendar")) if b == "OnCalendar"]
+    if expressions:
         last = parse_timestamp(str(unit.get("LastTriggerUSec", "")))
         following = parse_timestamp(str(unit.get("NextElapseUSecRealtime", "")))
         if last is not None and following is not None and following > last:
             return following - last
+        gaps = [calendar[e] for e in expressions if calendar.get(e)]
+        if gaps:
+            return min(gaps)
     return remembered
+
+
+def next_elapse(unit: dict, wall: float, monotonic: float) -> float | None:
+    """When the timer fires next, on the wall clock; a monotonic elapse is converted."""
+    realtime = parse_timestamp(str(unit.get("NextElapseUSecRealtime", "")))
+    relative = parse_timespan(str(unit.get("NextElapseUSecMonotonic", "")))
+    candidates = [t for t in (realtime, relative and wall + relative - monotonic) if t]
+    return min(candidates) if candidates else None
 
 
 def seconds_since_active(unit: dict, now: float, manager_start: float | None) -> float | None:
@@ -371,9 +430,10 @@ def seconds_since_active(unit: dict, now: float, manager_start: float | None) ->
     return max(0.0, now - since)
 
 
-def unit_samples(unit: dict, host: str, now: float, manager_start: float | None,
-                 remembered_interval: float | None = None) -> list[tuple]:
+def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval: float | None = None,
+                 calendar: dict | None = None) -> list[tuple]:
     """Every sample one unit contributes."""
+    now, manager_start = snapshot.wall, snapshot.manager_start
     name = str(unit["Unit"])
     kind = unit_type(name)
     base = (("unit", name), ("host", host))
@@ -388,13 +448,15 @@ def unit_samples(unit: dict, host: str, now: float, manager_start: float | None,
             ("allowlisted", "true" if unit.get("Allowlisted") else "false"),
         ), 1.0),
     ]
+    # A unit systemd does not know has no run to report: its info says not-found.
+    is_service = kind == "service" and unit.get("LoadState") != "not-found"
     restarts = as_int(unit.get("NRestarts", ""))
-    if kind == "service" and restarts is not None:
+    if is_service and restarts is not None:
         samples.append(("systemd_unit_restart_count_total", "counter", base, float(restarts)))
     status, code = as_int(unit.get("ExecMainStatus", "")), as_int(unit.get("ExecMainCode", ""))
-    if kind == "service" and status is not None:
+    if is_service and status is not None:
         samples.append(("systemd_unit_last_exit_status", "gauge", base, float(status)))
-    if kind == "service" and code is not None:
+    if is_service and code is not None:
         samples.append(("systemd_unit_last_exit_code", "gauge", base, float(code)))
     since = seconds_since_active(unit, now, manager_start)
     if since is not None:
@@ -406,10 +468,11 @@ def unit_samples(unit: dict, host: str, now: float, manager_start: float | None,
         last = parse_timestamp(str(unit.get("LastTriggerUSec", "")))
         if last is not None:
             samples.append(("systemd_timer_last_trigger_timestamp_seconds", "gauge", base, last))
-        following = parse_timestamp(str(unit.get("NextElapseUSecRealtime", "")))
+        following = next_elapse(unit, snapshot.wall, snapshot.monotonic)
         if following is not None:
-            samples.append(("systemd_timer_next_elapse_timestamp_seconds", "gauge", base, following))
-        interval = timer_interval(unit, remembered_interval)
+            samples.append(("systemd_timer_next_elapse_timestamp_seconds", "gauge", base,
+                            round(following, 3)))
+        interval = timer_interval(unit, remembered_interval, calendar or {})
         if interval is not None:
             samples.append(("systemd_timer_interval_seconds", "gauge", base, interval))
     return samples
@@ -427,14 +490,14 @@ def health_samples(host: str, duration: float, units: list[dict]) -> list[tuple]
     ]
 
 
-def shape(units: list[dict], host: str, now: float, manager_start: float | None,
-          duration: float, memory: dict | None = None) -> list[tuple]:
+def shape(snapshot: Snapshot, host: str, memory: dict | None = None) -> list[tuple]:
     """All samples of one tick."""
-    intervals = (memory or {}).get("intervals", {})
+    memory = memory or {}
+    intervals, calendar = memory.get("intervals", {}), memory.get("calendar", {})
     samples = []
-    for unit in units:
-        samples.extend(unit_samples(unit, host, now, manager_start, intervals.get(unit["Unit"])))
-    samples.extend(health_samples(host, duration, units))
+    for unit in snapshot.units:
+        samples.extend(unit_samples(unit, host, snapshot, intervals.get(unit["Unit"]), calendar))
+    samples.extend(health_samples(host, snapshot.duration, snapshot.units))
     return samples
 
 
@@ -457,7 +520,7 @@ def load_memory(state_dir: str | None) -> dict:
     return memory if isinstance(memory, dict) else {}
 
 
-def remember(state_dir: str | None, samples: list[tuple]) -> None:
+def remember(state_dir: str | None, samples: list[tuple], calendar: dict | None = None) -> None:
     """Record what was pushed (atomically: a crash never leaves half a file)."""
     if not state_dir:
         return
@@ -468,7 +531,7 @@ def remember(state_dir: str | None, samples: list[tuple]) -> None:
     path = os.path.join(state_dir, MEMORY_FILE)
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"series": series, "intervals": intervals}, handle)
+        json.dump({"series": series, "intervals": intervals, "calendar": calendar or {}}, handle)
     os.replace(temporary, path)
 
 
@@ -638,15 +701,16 @@ def escape_label(value: str) -> str:
 # One tick
 # ---------------------------------------------------------------------------------------
 
-def tick(patterns: list[str], host: str, state_dir: str | None, timeout: float,
-         run=run_command, now: float | None = None):
-    """Collect and shape one tick: (samples including staleness markers, units, memory)."""
-    units, manager_start, duration = collect(patterns, run, timeout)
-    now = time.time() if now is None else now
+def tick(patterns: list[str], host: str, state_dir: str | None, timeout: float, run=run_command):
+    """Collect and shape one tick: (samples including staleness markers, snapshot, memory)."""
+    snapshot = collect(patterns, run, timeout)
     memory = load_memory(state_dir)
-    samples = shape(units, host, now, manager_start, duration, memory)
+    calendar = dict(memory.get("calendar") or {})
+    calendar.update(calendar_periods(calendar_expressions(snapshot.units, calendar), run, timeout))
+    memory["calendar"] = calendar
+    samples = shape(snapshot, host, memory)
     samples += staleness_markers(memory, samples)
-    return samples, units, now
+    return samples, snapshot, memory
 
 
 def parse_args(argv: list[str]):
@@ -697,17 +761,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         patterns = read_patterns(args)
-        samples, units, now = tick(patterns, args.host, args.state_dir, args.timeout)
+        samples, snapshot, memory = tick(patterns, args.host, args.state_dir, args.timeout)
         if args.dry_run:
             sys.stdout.write("".join(format_sample(s) + "\n" for s in samples))
             return 0
-        body = encode_request(samples, {"host": args.host}, int(now * 1e9))
+        body = encode_request(samples, {"host": args.host}, int(snapshot.wall * 1e9))
         post(args.url, body, args.timeout)
     except HeartbeatError as error:
         print(f"systemd-heartbeat: {error}", file=sys.stderr)
         return 1
     try:
-        remember(args.state_dir, samples)
+        remember(args.state_dir, samples, memory["calendar"])
     except OSError as error:
         # The push landed; only the next tick's staleness markers are at risk.
         print(f"systemd-heartbeat: warning: cannot record the push in {args.state_dir}: "

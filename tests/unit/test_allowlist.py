@@ -1,0 +1,45 @@
+"""The allowlist: what it accepts, and the one-line error naming the bad entry and line."""
+from __future__ import annotations
+
+import pytest
+
+
+def test_comments_blanks_globs_templates_and_bare_names(heartbeat):
+    text = """# load-bearing units
+k3s                      # a bare name means k3s.service, as for systemctl
+coily-audit-dashboard.timer
+*-server.service
+getty@*.service
+getty@tty1.service
+
+foo\\x2dbar.service
+"""
+    assert heartbeat.parse_allowlist(text, "allow.txt") == [
+        "k3s.service", "coily-audit-dashboard.timer", "*-server.service", "getty@*.service",
+        "getty@tty1.service", "foo\\x2dbar.service"]
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("foo bar.service", "character ' ' is not allowed"),
+    ("foo/bar.service", "character '/' is not allowed"),
+    ("foo.servcie", "unknown unit type '.servcie'"),
+    ("@foo.service", "cannot start with"),
+    ("x" * 300 + ".service", "longer than 255"),
+])
+def test_bad_entry_names_file_line_and_entry(heartbeat, line, reason):
+    text = f"good.service\n# comment\n{line}\n"
+    with pytest.raises(heartbeat.HeartbeatError) as caught:
+        heartbeat.parse_allowlist(text, "/etc/systemd-heartbeat/allowlist")
+    message = str(caught.value)
+    assert message.startswith(f"/etc/systemd-heartbeat/allowlist:3: bad allowlist entry {line!r}")
+    assert reason in message and "\n" not in message
+
+
+def test_unit_flag_is_checked_the_same_way(heartbeat):
+    with pytest.raises(heartbeat.HeartbeatError, match=r"--unit: bad unit 'a;b.service'"):
+        heartbeat.check_unit_patterns(["ok.service", "a;b.service"], "--unit")
+
+
+def test_root_slice_name_is_valid(heartbeat):
+    assert heartbeat.unit_pattern_problem("-.slice") is None
+    assert heartbeat.unit_pattern_problem("-.mount") is None

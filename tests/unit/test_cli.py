@@ -1,0 +1,148 @@
+"""The command line: dry run, and one line on stderr plus a non-zero exit for each failure.
+
+Runs the heartbeat as a program, with a fake systemctl first on PATH (a shell script that
+replays the captured systemd 252 answers) and a real HTTP server on loopback.
+"""
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+
+HEARTBEAT = ROOT / "files/systemd-heartbeat.py"
+
+
+@pytest.fixture()
+def fake_systemctl(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    capture = FIXTURES / "systemd-252"
+    script = bindir / "systemctl"
+    script.write_text(f"""#!/bin/sh
+case "$1" in
+  list-units) cat '{capture}/list-units-failed.txt' ;;
+  show) shift 4; n=0; for u in "$@"; do [ $n -gt 0 ] && echo; printf 'Id=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n' "$u"; n=1; done ;;
+  *) exit 1 ;;
+esac
+""")
+    script.chmod(0o755)
+    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+def run_heartbeat(env, *args):
+    return subprocess.run([sys.executable, str(HEARTBEAT), *args], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    status, message, bodies = 204, b"", []
+
+    def do_POST(self):
+        self.bodies.append((self.headers["Content-Type"], self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(self.message)))
+        self.end_headers()
+        self.wfile.write(self.message)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server():
+    Recorder.bodies = []
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+
+
+def url_of(httpd):
+    return f"http://127.0.0.1:{httpd.server_address[1]}/opentelemetry/v1/metrics"
+
+
+def test_dry_run_prints_samples_and_pushes_nothing(fake_systemctl, server):
+    done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "a.service", "--host", "h1",
+                         "--url", url_of(server))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert 'systemd_unit_active{unit="a.service",sub_state="running",host="h1"} 1' in lines
+    assert 'systemd_unit_active{unit="lab-broken.service",sub_state="running",host="h1"} 1' in lines
+    assert 'systemd_heartbeat_units_reported{host="h1"} 3' in lines
+    assert Recorder.bodies == []
+
+
+def test_push_posts_protobuf(fake_systemctl, server):
+    done = run_heartbeat(fake_systemctl, "--unit", "a.service", "--url", url_of(server))
+    assert done.returncode == 0 and done.stderr == ""
+    assert [b[0] for b in Recorder.bodies] == ["application/x-protobuf"]
+
+
+def test_http_error_names_url_status_and_message(fake_systemctl, server):
+    Recorder.status, Recorder.message = 400, b"cannot parse OpenTelemetry request: bad data\n"
+    try:
+        done = run_heartbeat(fake_systemctl, "--url", url_of(server))
+    finally:
+        Recorder.status, Recorder.message = 204, b""
+    assert done.returncode == 1
+    assert done.stderr == (f"systemd-heartbeat: push to {url_of(server)} failed: HTTP 400 Bad Request: "
+                           "cannot parse OpenTelemetry request: bad data\n")
+
+
+def test_unreachable_endpoint(fake_systemctl):
+    done = run_heartbeat(fake_systemctl, "--url", "http://127.0.0.1:9/opentelemetry/v1/metrics")
+    assert done.returncode == 1
+    assert done.stderr.startswith("systemd-heartbeat: push to http://127.0.0.1:9/opentelemetry/v1/metrics "
+                                  "failed: ") and "refused" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_url_without_http_is_rejected(fake_systemctl):
+    done = run_heartbeat(fake_systemctl, "--url", "localhost:30428")
+    assert done.returncode == 1 and "localhost:30428: not an http(s) URL" in done.stderr
+
+
+def test_bad_allowlist_line(fake_systemctl, tmp_path):
+    allowlist = tmp_path / "allowlist"
+    allowlist.write_text("ok.service\nnot ok.service\n")
+    done = run_heartbeat(fake_systemctl, "--dry-run", "--allowlist", str(allowlist))
+    assert done.returncode == 1
+    assert done.stderr == (f"systemd-heartbeat: {allowlist}:2: bad allowlist entry 'not ok.service': "
+                           "character ' ' is not allowed in a unit name (systemd-escape it)\n")
+
+
+def test_missing_allowlist_file(fake_systemctl, tmp_path):
+    done = run_heartbeat(fake_systemctl, "--dry-run", "--allowlist", str(tmp_path / "nope"))
+    assert done.returncode == 1 and "cannot read allowlist" in done.stderr and "No such file" in done.stderr
+
+
+def test_hung_systemctl_ends_within_the_timeout(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text("#!/bin/sh\nexec sleep 30\n")
+    (bindir / "systemctl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    done = run_heartbeat(env, "--dry-run", "--timeout", "0.5")
+    assert done.returncode == 1
+    assert done.stderr == "systemd-heartbeat: systemctl list-units did not answer within 0.5 s\n"
+
+
+def test_staleness_marker_after_a_state_change(fake_systemctl, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "last-push.json").write_text(
+        '{"series": [["systemd_unit_active", "gauge", [["unit", "a.service"], ["sub_state", "auto-restart"],'
+        ' ["host", "h1"]]]], "intervals": {}, "calendar": {}}')
+    done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "a.service", "--host", "h1",
+                         "--state-dir", str(state))
+    assert ('systemd_unit_active{unit="a.service",sub_state="auto-restart",host="h1"} stale'
+            "  # staleness marker: this series ended") in done.stdout.splitlines()
+    assert 'systemd_unit_active{unit="a.service",sub_state="running",host="h1"} 1' in done.stdout
