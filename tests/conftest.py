@@ -1,27 +1,15 @@
-"""Shared test set-up: the heartbeat loaded from files/, and the lab."""
+"""Shared test set-up: import paths and the heartbeat loaded from files/."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-sys.path.insert(0, str(ROOT / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def load_heartbeat():
-    """files/systemd-heartbeat.py has a dash in its name (it is a program); import it by path."""
-    if "systemd_heartbeat" in sys.modules:
-        return sys.modules["systemd_heartbeat"]
-    spec = importlib.util.spec_from_file_location("systemd_heartbeat", ROOT / "files/systemd-heartbeat.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["systemd_heartbeat"] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_heartbeat  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 CAPTURE = FIXTURES / "systemd-252"
 WALL, UPTIME = (float(x) for x in (CAPTURE / "captured-at.txt").read_text().split())

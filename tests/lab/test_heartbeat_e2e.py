@@ -1,0 +1,168 @@
+"""End to end on the lab: the heartbeat runs inside a real systemd host and pushes to a real
+VictoriaMetrics, which is then queried for every metric's exact labels and values."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import fixture_units
+from helpers import ROOT
+
+HOST = "lab-host2"
+PROGRAM = "/usr/local/libexec/systemd-heartbeat"
+ALLOWLIST = "/etc/systemd-heartbeat-test/allowlist"
+STATE = "/var/lib/systemd-heartbeat-test"
+
+
+def sh(lab, command: str, **kwargs) -> str:
+    return lab.ssh(HOST, command, **kwargs).stdout
+
+
+def systemd_truth(lab, units, props="Id,ActiveState,SubState,NRestarts,LastTriggerUSec,ExecMainStatus,ExecMainCode"):
+    quoted = " ".join(f"'{u}'" for u in units)
+    text = sh(lab, f"LC_ALL=C TZ=UTC systemctl show -p {props} -- {quoted}")
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+              for block in text.strip().split("\n\n")]
+    return {b["Id"]: b for b in blocks}
+
+
+@pytest.fixture(scope="module")
+def host(lab):
+    """lab-host2 with the fixture units running and the heartbeat installed."""
+    sh(lab, "systemctl reset-failed; " + fixture_units.install_script())
+    sh(lab, f"mkdir -p {PROGRAM.rsplit('/', 1)[0]} {ALLOWLIST.rsplit('/', 1)[0]} {STATE}; "
+            f"cat > {PROGRAM}; chmod 0755 {PROGRAM}",
+       input=(ROOT / "files/systemd-heartbeat.py").read_text())
+    sh(lab, f"cat > {ALLOWLIST}", input=fixture_units.ALLOWLIST)
+    # wait until the crash loop has restarted and the job timer has fired
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        truth = systemd_truth(lab, ["lab-crashloop.service", "lab-job.timer", "lab-killed.service"])
+        if (int(truth["lab-crashloop.service"]["NRestarts"]) >= 2 and truth["lab-job.timer"]["LastTriggerUSec"]
+                and truth["lab-killed.service"]["ActiveState"] == "failed"):
+            return lab
+        time.sleep(0.5)
+    pytest.fail(f"fixture units did not settle: {truth}")
+
+
+def tick(lab, url: str, *extra: str) -> tuple[float, float]:
+    """One heartbeat tick inside the host; returns the wall-clock window around it."""
+    before = time.time()
+    sh(lab, f"python3 {PROGRAM} --allowlist {ALLOWLIST} --url {url} --host {HOST} --state-dir {STATE} "
+            + " ".join(extra))
+    return before, time.time()
+
+
+def pushed(victoria, name: str) -> dict[tuple, float]:
+    return {tuple(sorted((k, v) for k, v in labels.items() if k != "__name__")): value
+            for labels, value in victoria.query(f'{name}{{host="{HOST}"}}')}
+
+
+@pytest.fixture(scope="module", params=["plain", "prometheus-naming"])
+def pushed_tick(request, host, victoria, victoria_prometheus_naming):
+    """A tick whose restart count matches systemd before and after it (no restart in between)."""
+    target = victoria if request.param == "plain" else victoria_prometheus_naming
+    for _ in range(10):
+        before = systemd_truth(host, ["lab-crashloop.service"])["lab-crashloop.service"]["NRestarts"]
+        window = tick(host, target.otlp)
+        truth = systemd_truth(host, [u for u in fixture_units.UNITS if "@" not in u] +
+                              ["lab-worker@one.service", "lab-missing.service"])
+        if truth["lab-crashloop.service"]["NRestarts"] == before:
+            target.wait_for_push(HOST, window[0])
+            return target, window, truth
+    pytest.fail("the crash loop restarted during every tick")
+
+
+EXPECTED_NAMES = {
+    "systemd_unit_active", "systemd_unit_info", "systemd_unit_restart_count_total",
+    "systemd_unit_last_exit_status", "systemd_unit_last_exit_code", "systemd_unit_seconds_since_active",
+    "systemd_unit_state_change_timestamp_seconds", "systemd_timer_last_trigger_timestamp_seconds",
+    "systemd_timer_next_elapse_timestamp_seconds", "systemd_timer_interval_seconds",
+    "systemd_heartbeat_up", "systemd_heartbeat_collect_duration_seconds",
+    "systemd_heartbeat_units_reported", "systemd_heartbeat_units_failed",
+}
+
+
+def test_stored_names_are_exact_with_and_without_prometheus_naming(pushed_tick):
+    victoria, _, _ = pushed_tick
+    assert victoria.series_names(f'{{host="{HOST}"}}') == EXPECTED_NAMES
+
+
+def test_active_series_per_unit_match_systemd(pushed_tick):
+    victoria, _, truth = pushed_tick
+    reported = list(truth)  # the allowlisted units, lab-broken (failed) and lab-missing
+    assert len(reported) == 10
+    active = pushed(victoria, "systemd_unit_active")
+    expected = {(("host", HOST), ("sub_state", truth[u]["SubState"]), ("unit", u)):
+                (1.0 if truth[u]["ActiveState"] == "active" else 0.0) for u in reported}
+    # the crash loop may have changed sub_state (running <-> auto-restart) since the tick
+    crash = [k for k in active if dict(k)["unit"] == "lab-crashloop.service"]
+    assert len(crash) == 1
+    del expected[[k for k in expected if dict(k)["unit"] == "lab-crashloop.service"][0]]
+    del active[crash[0]]
+    assert active == expected
+
+
+def test_failed_unit_outside_allowlist_and_missing_unit(pushed_tick):
+    victoria, _, _ = pushed_tick
+    info = {dict(k)["unit"]: dict(k) for k in pushed(victoria, "systemd_unit_info")}
+    assert info["lab-broken.service"]["allowlisted"] == "false"
+    assert info["lab-broken.service"]["active_state"] == "failed"
+    assert info["lab-missing.service"]["load_state"] == "not-found"
+    assert info["lab-missing.service"]["allowlisted"] == "true"
+    assert info["lab-worker@one.service"]["allowlisted"] == "true"  # matched by a glob
+    assert info["lab-foo\\x2dbar.service"]["sub_state"] == "running"
+    assert "lab-active.service" in info and "lab-calendar.timer" in info
+
+
+def test_restart_count_equals_systemd(pushed_tick):
+    victoria, _, truth = pushed_tick
+    restarts = {dict(k)["unit"]: v for k, v in pushed(victoria, "systemd_unit_restart_count_total").items()}
+    assert restarts["lab-crashloop.service"] == int(truth["lab-crashloop.service"]["NRestarts"]) >= 2
+    assert restarts["lab-active.service"] == 0
+
+
+def test_exit_status_of_a_signal_death(pushed_tick):
+    victoria, _, _ = pushed_tick
+    status = {dict(k)["unit"]: v for k, v in pushed(victoria, "systemd_unit_last_exit_status").items()}
+    code = {dict(k)["unit"]: v for k, v in pushed(victoria, "systemd_unit_last_exit_code").items()}
+    assert (status["lab-killed.service"], code["lab-killed.service"]) == (9, 2)  # SIGKILL, killed
+    assert (status["lab-broken.service"], code["lab-broken.service"]) == (42, 1)  # exit 42
+
+
+def test_timer_seconds_since_last_trigger_within_one_tick(pushed_tick, heartbeat):
+    victoria, (before, after), truth = pushed_tick
+    last = heartbeat.parse_timestamp(truth["lab-job.timer"]["LastTriggerUSec"])
+    since = {dict(k)["unit"]: v for k, v in pushed(victoria, "systemd_unit_seconds_since_active").items()}
+    # the timer may have fired again after the tick; then the truth moved on by one period
+    assert before - last - 30 <= since["lab-job.timer"] <= after - last + 1
+    triggered = {dict(k)["unit"]: v for k, v in
+                 pushed(victoria, "systemd_timer_last_trigger_timestamp_seconds").items()}
+    assert abs(triggered["lab-job.timer"] - last) <= 30
+    interval = {dict(k)["unit"]: v for k, v in pushed(victoria, "systemd_timer_interval_seconds").items()}
+    assert interval == {"lab-job.timer": 20.0, "lab-calendar.timer": 86400.0}
+    assert since["lab-active.service"] == 0
+
+
+def test_heartbeat_health(pushed_tick):
+    victoria, _, truth = pushed_tick
+    assert pushed(victoria, "systemd_heartbeat_up") == {(("host", HOST),): 1.0}
+    assert pushed(victoria, "systemd_heartbeat_units_reported") == {(("host", HOST),): 10.0}
+    duration = pushed(victoria, "systemd_heartbeat_collect_duration_seconds")[(("host", HOST),)]
+    assert 0 < duration < 5
+
+
+def test_sub_state_change_leaves_exactly_one_series(host, victoria):
+    """The tick that sees a change ends the old sub_state's series with a staleness marker."""
+    sh(host, "systemctl start lab-active.service")
+    before, _ = tick(host, victoria.otlp)
+    victoria.wait_for_push(HOST, before)
+    assert [m["sub_state"] for m, _ in victoria.query(
+        f'systemd_unit_active{{host="{HOST}",unit="lab-active.service"}}')] == ["running"]
+    sh(host, "systemctl stop lab-active.service")
+    before, after = tick(host, victoria.otlp)
+    victoria.wait_for_push(HOST, before)
+    series = victoria.query(f'systemd_unit_active{{host="{HOST}",unit="lab-active.service"}}', at=after + 1)
+    assert [(m["sub_state"], v) for m, v in series] == [("dead", 0.0)]
+    sh(host, "systemctl start lab-active.service")
