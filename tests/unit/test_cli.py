@@ -146,3 +146,46 @@ def test_staleness_marker_after_a_state_change(fake_systemctl, tmp_path):
     assert ('systemd_unit_active{unit="a.service",sub_state="auto-restart",host="h1"} stale'
             "  # staleness marker: this series ended") in done.stdout.splitlines()
     assert 'systemd_unit_active{unit="a.service",sub_state="running",host="h1"} 1' in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "unknown argument '--bogus' (see --help)"),
+    (["--url"], "--url needs a value"),
+    (["--timeout", "soon"], "--timeout must be a number of seconds, got 'soon'"),
+    (["--timeout=0"], "--timeout must be between 0 and 3600 seconds, got 0"),
+])
+def test_bad_arguments_get_one_line(fake_systemctl, args, message):
+    done = run_heartbeat(fake_systemctl, "--dry-run", *args)
+    assert (done.returncode, done.stderr) == (1, f"systemd-heartbeat: {message}\n")
+
+
+def test_flags_take_environment_defaults(heartbeat):
+    settings = heartbeat.parse_args(["--unit=a.service", "--unit", "b.service"], {
+        "VMSINGLE_OTLP_URL": "http://vm:8428/opentelemetry/v1/metrics", "SYSTEMD_HEARTBEAT_HOST": "kai",
+        "STATE_DIRECTORY": "/var/lib/systemd-heartbeat", "SYSTEMD_HEARTBEAT_TIMEOUT": "3"})
+    assert (settings.url, settings.host, settings.state_dir, settings.timeout, settings.unit) == (
+        "http://vm:8428/opentelemetry/v1/metrics", "kai", "/var/lib/systemd-heartbeat", 3.0,
+        ["a.service", "b.service"])
+
+
+def test_help_lists_every_flag(fake_systemctl):
+    done = run_heartbeat(fake_systemctl, "--help")
+    assert done.returncode == 0
+    for flag in ("--url", "--unit", "--allowlist", "--host", "--timeout", "--state-dir", "--dry-run"):
+        assert flag in done.stdout
+
+
+@pytest.mark.parametrize("url, parts", [
+    ("http://localhost:30428/opentelemetry/v1/metrics", ("http", "localhost", 30428, "/opentelemetry/v1/metrics")),
+    ("https://vm.example/otlp", ("https", "vm.example", 443, "/otlp")),
+    ("http://[::1]:8428/x?y=1", ("http", "::1", 8428, "/x?y=1")),
+    ("http://127.0.0.1", ("http", "127.0.0.1", 80, "/")),
+])
+def test_split_url(heartbeat, url, parts):
+    assert heartbeat.split_url(url) == parts
+
+
+@pytest.mark.parametrize("url", ["ftp://x/y", "localhost:8428", "http://", "http://h:port/x"])
+def test_split_url_rejects(heartbeat, url):
+    with pytest.raises(heartbeat.HeartbeatError):
+        heartbeat.split_url(url)

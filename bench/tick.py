@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Benchmark: the cost of one heartbeat tick on a lab host, next to its floor.
+
+    sudo .venv/bin/python bench/tick.py [--sizes 10,50,200] [--repeat 7]
+
+For each size N it loads N units on lab-host1 (oneshot services that stay active, one in
+ten failing, as a real box has some), allowlists exactly them, and measures inside the
+host, alternating: the bare batched `systemctl show` of the N units with the heartbeat's
+properties (the floor: no tool can read them faster through systemctl), and one full
+heartbeat tick (interpreter start, two systemctl calls, shaping, encoding, the HTTP push
+to the lab's VictoriaMetrics). Prints a Markdown table; numbers go to BENCHMARKS.md by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lab"))
+import lab  # noqa: E402
+
+HOST = "lab-host1"
+# the role's launcher template, rendered by hand
+LAUNCHER = "".join(line for line in (ROOT / "roles/systemd_monitoring/templates/systemd-heartbeat.j2")
+                   .read_text().splitlines(keepends=True) if "ansible_managed" not in line) \
+    .replace("{{ _systemd_monitoring_lib_dir }}", "@LIBDIR@")
+
+
+def load_units(count: int) -> list[str]:
+    names = [f"bench-{i:04d}.service" for i in range(count)]
+    script = ["set -e", "rm -f /etc/systemd/system/bench-*.service"]
+    for i, name in enumerate(names):
+        command = "/bin/false" if i % 10 == 9 else "/bin/true"
+        script.append(f"printf '[Service]\\nType=oneshot\\nRemainAfterExit=yes\\nExecStart={command}\\n' "
+                      f"> /etc/systemd/system/{name}")
+    script += ["systemctl daemon-reload", "systemctl reset-failed",
+               f"systemctl start {' '.join(names)} || true"]
+    lab.ssh(HOST, "\n".join(script))
+    return names
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.machine())
+    return f"{cpu}, {len(lab.os.sched_getaffinity(0))} cores, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,50,200")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    lab.up(2)
+    url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
+    # installed the way the role installs it: a precompiled module and a small launcher
+    lab.ssh(HOST, "mkdir -p /opt/bench/lib && cat > /opt/bench/lib/systemd_heartbeat.py && "
+            "python3 -m compileall -q /opt/bench/lib", input=(ROOT / "files/systemd-heartbeat.py").read_text())
+    lab.ssh(HOST, "cat > /opt/bench/systemd-heartbeat && chmod 0755 /opt/bench/systemd-heartbeat",
+            input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
+    lab.ssh(HOST, "cat > /opt/bench/tick_harness.py", input=(ROOT / "bench/tick_harness.py").read_text())
+    loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+    print(f"Machine: {machine()}; lab host {HOST}: systemd "
+          f"{lab.inside(HOST, ['systemctl', '--version']).stdout.split()[1]}, "
+          f"Python {lab.inside(HOST, ['python3', '-V']).stdout.split()[1]}; median of {args.repeat} "
+          f"(min-max); CPU = user+system of the process and its children.\n")
+    print("| units | floor: `systemctl show` wall / CPU ms | tick wall / CPU ms | tick - floor (wall) | bytes pushed (gzip / raw) |")
+    print("|---:|---|---|---:|---:|")
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        names = load_units(size)
+        lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
+        answer = lab.ssh(HOST, ["python3", "/opt/bench/tick_harness.py", "/opt/bench/lib/systemd_heartbeat.py",
+                                "/opt/bench/allowlist", url, str(args.repeat), "/opt/bench/systemd-heartbeat"], timeout=600)
+        r = json.loads(answer.stdout)
+        results.append(r)
+        fw, fc, tw, tc = r["floor_wall_ms"], r["floor_cpu_ms"], r["tick_wall_ms"], r["tick_cpu_ms"]
+        print(f"| {size} | {fw['median']} ({fw['min']}-{fw['max']}) / {fc['median']} | "
+              f"{tw['median']} ({tw['min']}-{tw['max']}) / {tc['median']} | "
+              f"+{tw['median'] - fw['median']:.1f} | {r['bytes']} / {r['bytes_uncompressed']} |", flush=True)
+    lab.ssh(HOST, "rm -f /etc/systemd/system/bench-*.service; systemctl daemon-reload; systemctl reset-failed")
+    print(f"\n(units loaded on the host before the run: about {loaded})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
