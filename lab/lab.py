@@ -19,7 +19,6 @@ Standard library only, so tests and the benchmark import it as a helper.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -369,34 +368,6 @@ def stop_service(name: str) -> None:
     shutil.rmtree(piddir, ignore_errors=True)
 
 
-# ------------------------------------------------------------------ inventory for Ansible
-
-def write_inventory(hosts: list[str]) -> Path:
-    """An inventory for the lab hosts; the playbook is run with it next to inventory/."""
-    inventory = {
-        "all": {
-            "children": {
-                "systemd_monitoring_hosts": {
-                    "hosts": {
-                        host: {
-                            "ansible_host": "127.0.0.1",
-                            "ansible_port": ssh_port(host),
-                            "ansible_user": "root",
-                            "ansible_ssh_private_key_file": str(key_path()),
-                            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
-                                                       "-o UserKnownHostsFile=/dev/null",
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                        } for host in hosts
-                    }
-                }
-            }
-        }
-    }
-    path = RUN / "inventory.json"
-    path.write_text(json.dumps(inventory, indent=2) + "\n")
-    return path
-
-
 def running_hosts() -> list[str]:
     base = RUN / "hosts"
     if not base.is_dir():
@@ -419,9 +390,8 @@ def up(count: int) -> None:
         boot(host)
     for host in hosts:
         wait_ready(host)
-    inventory = write_inventory(hosts)
     log(f"up: {', '.join(f'{h} (ssh 127.0.0.1:{ssh_port(h)})' for h in hosts)}; "
-        f"VictoriaMetrics {url}; inventory {inventory}")
+        f"VictoriaMetrics {url}; Ansible inventory: inventory/lab.yml")
 
 
 def down() -> None:
@@ -438,7 +408,6 @@ def down() -> None:
         if run(["mountpoint", "-q", str(NSPAWN_RUNTIME)], check=False).returncode == 0:
             run(["umount", str(NSPAWN_RUNTIME)], check=False)
         marker.unlink()
-    (RUN / "inventory.json").unlink(missing_ok=True)
     log("down: no lab hosts or services left running")
 
 

@@ -1,0 +1,213 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: MIT
+"""Ansible module: collect systemd unit state like the heartbeat does, and push it once."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: systemd_heartbeat
+short_description: Collect systemd unit state and push one heartbeat to VictoriaMetrics
+version_added: "0.1.0"
+description:
+  - Reads the state of an allowlist of systemd units (exact names and globs) plus every failed
+    unit on the target, exactly as the C(systemd-heartbeat) program does, and pushes one
+    heartbeat (OTLP/HTTP protobuf) to VictoriaMetrics, so a deploy proves the path works.
+  - Returns the state of every unit it saw, and warns about allowlisted units systemd does not know.
+  - Shares one implementation of collection and encoding with the heartbeat, because
+    C(module_utils/systemd_heartbeat.py) is the heartbeat program itself (a symlink).
+  - Only reads from the host, so it never reports a change.
+author:
+  - systemd-monitoring maintainers
+options:
+  units:
+    description:
+      - Unit names or globs to report, as in the heartbeat's allowlist. A bare name means C(.service).
+    type: list
+    elements: str
+    default: []
+  url:
+    description:
+      - OTLP/HTTP metrics endpoint of VictoriaMetrics.
+    type: str
+    default: http://localhost:30428/opentelemetry/v1/metrics
+  host:
+    description:
+      - Value of the C(host) label. Defaults to the target's host name.
+    type: str
+  push:
+    description:
+      - Whether to push. With C(false) the module only validates its arguments and collects,
+        which a preflight can use before anything changes on the host.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds allowed for each C(systemctl) call and for the push.
+    type: float
+    default: 10
+  validate_certs:
+    description:
+      - Verify the TLS certificate of an https endpoint.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the module collects and reports but pushes nothing.
+  diff_mode:
+    support: none
+requirements:
+  - systemd on the target (C(systemctl) on the PATH).
+notes:
+  - Series that end (a unit leaves the allowlist, a sub_state changes) get their staleness
+    marker from the heartbeat's next tick, which remembers its own pushes; this module does not.
+"""
+
+EXAMPLES = r"""
+- name: Push one heartbeat now and show what systemd says
+  systemd_heartbeat:
+    units:
+      - k3s.service
+      - "*-server.service"
+      - coily-audit-dashboard.timer
+    url: http://localhost:30428/opentelemetry/v1/metrics
+  register: heartbeat
+
+- name: Validate an allowlist without pushing
+  systemd_heartbeat:
+    units: "{{ systemd_monitoring_units }}"
+    push: false
+"""
+
+RETURN = r"""
+units:
+  description: One entry per reported unit, allowlisted ones first, then failed units.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - unit: factorio-server.service
+      load_state: loaded
+      active_state: active
+      sub_state: running
+      allowlisted: true
+      restarts: 0
+      last_exit_status: 0
+      seconds_since_active: 0.0
+missing:
+  description: Allowlisted units systemd does not know (LoadState not-found).
+  returned: always
+  type: list
+  elements: str
+  sample: [k3s.service]
+failed_units:
+  description: Reported units whose ActiveState is failed.
+  returned: always
+  type: list
+  elements: str
+  sample: [backup.service]
+samples:
+  description: Number of samples in the heartbeat (pushed or, in check mode, that would be pushed).
+  returned: always
+  type: int
+  sample: 74
+pushed:
+  description: Whether the heartbeat was pushed.
+  returned: always
+  type: bool
+  sample: true
+url:
+  description: The endpoint pushed to.
+  returned: always
+  type: str
+  sample: http://localhost:30428/opentelemetry/v1/metrics
+"""
+
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import fetch_url
+from ansible.module_utils.systemd_heartbeat import (
+    HeartbeatError,
+    check_unit_patterns,
+    collect,
+    encode_request,
+    gzip,
+    run_command,
+    seconds_since_active,
+    shape,
+    split_url,
+)
+
+
+def unit_report(unit: dict, snapshot) -> dict:
+    """What the module returns for one unit: the states, the counters, as plain values."""
+    def number(key):
+        value = str(unit.get(key, ""))
+        return int(value) if value.isdigit() and unit.get("LoadState") != "not-found" else None
+
+    since = seconds_since_active(unit, snapshot.wall, snapshot.manager_start)
+    return {
+        "unit": unit["Unit"],
+        "load_state": unit.get("LoadState", ""),
+        "active_state": unit.get("ActiveState", ""),
+        "sub_state": unit.get("SubState", ""),
+        "allowlisted": bool(unit.get("Allowlisted")),
+        "restarts": number("NRestarts"),
+        "last_exit_status": number("ExecMainStatus"),
+        "seconds_since_active": None if since is None else round(since, 3),
+    }
+
+
+def push(module: AnsibleModule, url: str, body: bytes, timeout: float) -> None:
+    """POST through Ansible's own HTTP client (proxies, TLS settings); fail with status and message."""
+    response, info = fetch_url(module, url, data=gzip(body), method="POST", timeout=timeout, headers={
+        "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    status = info.get("status", -1)
+    if not 200 <= status < 300:
+        message = (info.get("body") or b"").decode("utf-8", "replace").strip() or info.get("msg", "")
+        module.fail_json(msg=f"push to {url} failed: HTTP {status}: {message.splitlines()[0] if message else ''}",
+                         status=status)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "units": {"type": "list", "elements": "str", "default": []},
+            "url": {"type": "str", "default": "http://localhost:30428/opentelemetry/v1/metrics"},
+            "host": {"type": "str"},
+            "push": {"type": "bool", "default": True},
+            "timeout": {"type": "float", "default": 10},
+            "validate_certs": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    module.get_bin_path("systemctl", required=True)
+    host = params["host"] or socket.gethostname()
+    try:
+        split_url(params["url"])
+        patterns = check_unit_patterns(params["units"], "units")
+        if not params["timeout"] > 0:
+            raise HeartbeatError(f"timeout must be positive, got {params['timeout']:g}")
+        # The heartbeat's own runner: unlike module.run_command it enforces a deadline.
+        snapshot = collect(patterns, run_command, params["timeout"])
+    except HeartbeatError as error:
+        module.fail_json(msg=str(error))
+    samples = shape(snapshot, host)
+    reports = [unit_report(unit, snapshot) for unit in snapshot.units]
+    missing = [r["unit"] for r in reports if r["allowlisted"] and r["load_state"] == "not-found"]
+    for unit in missing:
+        module.warn(f"allowlisted unit {unit} does not exist on this host (LoadState=not-found)")
+    pushed = params["push"] and not module.check_mode
+    if pushed:
+        push(module, params["url"], encode_request(samples, {"host": host}, int(snapshot.wall * 1e9)),
+             params["timeout"])
+    module.exit_json(changed=False, units=reports, missing=missing, pushed=pushed, url=params["url"],
+                     failed_units=[r["unit"] for r in reports if r["active_state"] == "failed"],
+                     samples=len(samples))
+
+
+if __name__ == "__main__":
+    main()

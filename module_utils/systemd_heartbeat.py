@@ -1,0 +1,1 @@
+../files/systemd-heartbeat.py
