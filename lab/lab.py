@@ -120,8 +120,8 @@ def tool(name: str) -> str:
 
 # ------------------------------------------------------------------ hosts
 
-def host_names(count: int) -> list[str]:
-    return [f"{HOST_PREFIX}{i}" for i in range(1, count + 1)]
+def host_names(count: int, first: int = 1) -> list[str]:
+    return [f"{HOST_PREFIX}{i}" for i in range(first, first + count)]
 
 
 def ssh_port(host: str) -> int:
@@ -195,31 +195,40 @@ def prepare_rootfs(host: str) -> Path:
     if not list((partial / "etc/ssh").glob("ssh_host_*_key")):
         run(["ssh-keygen", "-A", "-f", str(partial)])
     # Units like kai-server's, so the quickstart has something real to watch.
-    install_demo_units(partial)
+    install_stand_in_units(partial)
     partial.rename(root)
     return root
 
 
-DEMO_UNITS = {
-    # long-running game servers
-    "factorio-server.service": "[Unit]\nDescription=Lab stand-in for a game server\n[Service]\n"
-                               "ExecStart=/bin/sleep infinity\nRestart=on-failure\n"
-                               "[Install]\nWantedBy=multi-user.target\n",
-    "eco-server.service": "[Unit]\nDescription=Lab stand-in for a game server\n[Service]\n"
-                          "ExecStart=/bin/sleep infinity\nRestart=on-failure\n"
-                          "[Install]\nWantedBy=multi-user.target\n",
-    # a timer-driven oneshot job, like coily-audit-dashboard
-    "coily-audit-dashboard.service": "[Unit]\nDescription=Lab stand-in for a timer-driven job\n"
-                                     "[Service]\nType=oneshot\nExecStart=/bin/true\n",
-    "coily-audit-dashboard.timer": "[Unit]\nDescription=Lab stand-in timer\n[Timer]\n"
-                                   "OnBootSec=10s\nOnUnitActiveSec=2min\nAccuracySec=1s\n"
-                                   "[Install]\nWantedBy=timers.target\n",
+# Stand-ins for kai-server's load-bearing units (inventory/group_vars), so the lab looks like
+# the real box: long-running services, and timer-driven oneshot jobs with their timers.
+STAND_IN_SERVICES = ("repo-recall", "claude-remote-control", "k3s", "eco-server", "factorio-server",
+                     "icarus-server", "core-keeper-server")
+STAND_IN_JOBS = {  # job -> its [Timer] schedule
+    "coily-audit-dashboard": "OnBootSec=10s\nOnUnitActiveSec=2min",
+    "coily-update": "OnBootSec=20s\nOnUnitActiveSec=5min",
+    "repo-recall-update": "OnBootSec=30s\nOnUnitActiveSec=10min",
+    "claude-remote-control-restart": "OnCalendar=hourly",
 }
 
 
-def install_demo_units(root: Path) -> None:
+def stand_in_units() -> dict[str, str]:
+    units = {}
+    for name in STAND_IN_SERVICES:
+        units[f"{name}.service"] = ("[Unit]\nDescription=Lab stand-in for kai-server's " + name + "\n"
+                                    "[Service]\nExecStart=/bin/sleep infinity\nRestart=on-failure\n"
+                                    "[Install]\nWantedBy=multi-user.target\n")
+    for name, schedule in STAND_IN_JOBS.items():
+        units[f"{name}.service"] = ("[Unit]\nDescription=Lab stand-in for kai-server's " + name + " job\n"
+                                    "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        units[f"{name}.timer"] = ("[Unit]\nDescription=Lab stand-in timer\n[Timer]\n" + schedule +
+                                  "\nAccuracySec=1s\n[Install]\nWantedBy=timers.target\n")
+    return units
+
+
+def install_stand_in_units(root: Path) -> None:
     unit_dir = root / "etc/systemd/system"
-    for name, text in DEMO_UNITS.items():
+    for name, text in stand_in_units().items():
         (unit_dir / name).write_text(text)
         if "[Install]" in text:
             target = "timers.target" if name.endswith(".timer") else "multi-user.target"
@@ -377,7 +386,7 @@ def running_hosts() -> list[str]:
 
 # ------------------------------------------------------------------ commands
 
-def up(count: int) -> None:
+def up(count: int, first: int = 1) -> list[str]:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (systemd-nspawn, mount)")
     ensure_machine_packages()
@@ -385,13 +394,14 @@ def up(count: int) -> None:
     ensure_tools()
     key_path()
     url = start_victoriametrics("victoria-metrics", VM_PORT)
-    hosts = host_names(count)
+    hosts = host_names(count, first)
     for host in hosts:
         boot(host)
     for host in hosts:
         wait_ready(host)
     log(f"up: {', '.join(f'{h} (ssh 127.0.0.1:{ssh_port(h)})' for h in hosts)}; "
         f"VictoriaMetrics {url}; Ansible inventory: inventory/lab.yml")
+    return hosts
 
 
 def down() -> None:
@@ -427,7 +437,10 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="boot the lab hosts and VictoriaMetrics")
     up_parser.add_argument("--hosts", type=int, default=2, help="how many hosts (default 2)")
+    up_parser.add_argument("--first", type=int, default=1, help="number of the first host (default 1)")
     sub.add_parser("down", help="stop and remove everything the lab started")
+    stop_parser = sub.add_parser("stop", help="stop and remove some hosts, leave the rest running")
+    stop_parser.add_argument("hosts", nargs="+")
     sub.add_parser("status", help="what runs")
     ssh_parser = sub.add_parser("ssh", help="run a command on a lab host over SSH")
     ssh_parser.add_argument("host")
@@ -435,11 +448,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            if not 1 <= args.hosts <= 50:
-                raise LabError(f"--hosts must be between 1 and 50, got {args.hosts}")
-            up(args.hosts)
+            if not 1 <= args.hosts <= 50 or not 1 <= args.first <= 50:
+                raise LabError(f"--hosts and --first must be between 1 and 50, got {args.hosts}, {args.first}")
+            up(args.hosts, args.first)
         elif args.command == "down":
             down()
+        elif args.command == "stop":
+            for host in args.hosts:
+                if not host.startswith(HOST_PREFIX) or not host[len(HOST_PREFIX):].isdigit():
+                    raise LabError(f"not a lab host name: {host!r}")
+                stop_host(host)
         elif args.command == "status":
             return status()
         elif args.command == "ssh":

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,3 +22,50 @@ def load_heartbeat():
     sys.modules["systemd_heartbeat"] = module
     spec.loader.exec_module(module)
     return module
+
+
+class VictoriaMetrics:
+    """A real VictoriaMetrics on loopback, queried the way dashboards and alerts will."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.otlp = f"{url}/opentelemetry/v1/metrics"
+
+    def flush(self) -> None:
+        # Recently ingested rows become searchable after an in-memory buffer is flushed.
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+
+    def query(self, expr: str, at: float | None = None) -> list[tuple[dict, float]]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(f"{self.url}/api/v1/query", data=data, timeout=10) as answer:
+            body = json.load(answer)
+        assert body["status"] == "success", body
+        return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+
+    def series_names(self, match: str) -> set[str]:
+        data = urllib.parse.urlencode({"match[]": match}).encode()
+        with urllib.request.urlopen(f"{self.url}/api/v1/series", data=data, timeout=10) as answer:
+            return {s["__name__"] for s in json.load(answer)["data"]}
+
+    def wait_for_push(self, host: str, since: float, timeout: float = 20) -> None:
+        """Until the heartbeat sample of a tick that started at `since` is queryable."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.flush()
+            stamps = self.query(f'timestamp(systemd_heartbeat_up{{host="{host}"}})')
+            if stamps and stamps[0][1] >= int(since):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"no push from {host} after {since} reached {self.url}")
+
+    def wait_for(self, expr: str, timeout: float = 20) -> list[tuple[dict, float]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.flush()
+            result = self.query(expr)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.3)

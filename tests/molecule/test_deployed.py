@@ -1,0 +1,132 @@
+"""After converge: what the deployed role does, seen from the controller."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+import lab as lab_module
+from conftest import FRESH_HOST, SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
+from helpers import ROOT
+
+def group_units() -> list[str]:
+    import yaml
+
+    return yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
+        "systemd_monitoring_units"]
+
+
+def on_host(host: str, command: str) -> subprocess.CompletedProcess:
+    return lab_module.ssh(host, command, check=False)
+
+
+def tick_now(host: str) -> float:
+    """Run the installed heartbeat service once, synchronously, as the timer would."""
+    before = time.time()
+    done = on_host(host, "systemctl start systemd-heartbeat.service")
+    assert done.returncode == 0, done.stderr
+    return before
+
+
+def test_both_hosts_report_with_distinct_host_labels(victoria):
+    for host in SCENARIO_HOSTS:
+        victoria.wait_for_push(host, time.time() - 60)
+    hosts = {m["host"] for m, _ in victoria.query('systemd_heartbeat_up{host=~"lab-host3|lab-host4"}')}
+    assert hosts == set(SCENARIO_HOSTS)
+    for host in SCENARIO_HOSTS:
+        units = {m["unit"] for m, _ in victoria.query(f'systemd_unit_info{{host="{host}",allowlisted="true"}}')}
+        assert units == set(group_units())
+        active = victoria.query(f'systemd_unit_active{{host="{host}",unit="factorio-server.service"}}')
+        assert [(m["sub_state"], v) for m, v in active] == [("running", 1.0)]
+
+
+def test_module_push_arrives_and_reports_missing_units(tmp_path, victoria):
+    """The module the deploy runs: its push lands in VictoriaMetrics; a missing unit warns."""
+    inventory = write_inventory(tmp_path, {"lab-host3": lab_host("lab-host3")})
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    label = "lab-host3-module-probe"
+    done = subprocess.run(
+        ["ansible", "lab-host3", "-i", str(inventory), "-m", "systemd_heartbeat", "-a", json.dumps({
+            "units": ["factorio-server.service", "no-such-unit.service"], "host": label,
+            "url": "http://localhost:30428/opentelemetry/v1/metrics"})],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.split(" => ", 1)[1])
+    assert result["pushed"] is True and result["changed"] is False
+    assert result["missing"] == ["no-such-unit.service"]
+    assert "allowlisted unit no-such-unit.service does not exist on this host" in done.stderr
+    factorio = next(u for u in result["units"] if u["unit"] == "factorio-server.service")
+    assert factorio["sub_state"] == "running" and factorio["restarts"] == 0
+    arrived = victoria.wait_for(f'systemd_unit_active{{host="{label}",unit="factorio-server.service"}}')
+    assert [(m["sub_state"], v) for m, v in arrived] == [("running", 1.0)]
+
+
+def test_check_diff_on_a_fresh_host_changes_nothing(tmp_path):
+    lab_module.up(1, first=int(FRESH_HOST[len("lab-host"):]))
+    inventory = write_inventory(tmp_path, {FRESH_HOST: lab_host(FRESH_HOST)})
+    run = ansible_playbook(inventory, "--check", "--diff")
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.recap(FRESH_HOST)["failed"] == 0
+    assert "+VMSINGLE_OTLP_URL=http://localhost:30428/opentelemetry/v1/metrics" in run.output  # the diff
+    left = on_host(FRESH_HOST, "ls /etc/systemd-heartbeat /usr/local/lib/systemd-heartbeat "
+                               "/etc/systemd/system/systemd-heartbeat.timer; getent passwd systemd-heartbeat")
+    assert left.stdout == "" and left.returncode != 0
+
+
+def snapshot_files(host: str) -> str:
+    return on_host(host, "sha256sum /etc/systemd-heartbeat/* /etc/systemd/system/systemd-heartbeat.* "
+                         "/usr/local/lib/systemd-heartbeat/systemd_heartbeat.py").stdout
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"systemd_monitoring_interval": 0},
+     "systemd_monitoring_interval must be a positive number of seconds, got 0"),
+    ({"systemd_monitoring_otlp_url": "localhost:30428/opentelemetry/v1/metrics"},
+     "systemd_monitoring_otlp_url must be an http:// or https:// URL, got localhost:30428/opentelemetry/v1/metrics"),
+    ({"systemd_monitoring_units": ["factorio-server.service", "bad name.service"]},
+     "units: bad unit 'bad name.service': character ' ' is not allowed in a unit name"),
+    ({"systemd_monitoring_units": ["factorio-server.servce"]},
+     "units: bad unit 'factorio-server.servce': unknown unit type '.servce'"),
+])
+def test_invalid_inventory_value_fails_in_preflight_and_changes_nothing(tmp_path, extra, message):
+    inventory = write_inventory(tmp_path, {"lab-host4": lab_host("lab-host4")})
+    before = snapshot_files("lab-host4")
+    run = ansible_playbook(inventory, "-e", json.dumps(extra))
+    assert run.returncode != 0
+    assert message in run.output, run.output[-3000:]
+    assert run.recap("lab-host4")["changed"] == 0
+    assert snapshot_files("lab-host4") == before
+
+
+def test_host_without_systemd_fails_in_preflight(tmp_path):
+    """The controller machine itself: its PID 1 is not systemd."""
+    inventory = write_inventory(tmp_path, {"not-systemd": {"ansible_connection": "local",
+                                                           "ansible_host": "localhost"}})
+    run = ansible_playbook(inventory)
+    assert run.returncode != 0
+    assert "host not-systemd does not run systemd (ansible_facts['service_mgr'] is '" in run.output
+    assert run.recap("not-systemd")["changed"] == 0
+
+
+def test_allowlist_change_propagates(tmp_path, victoria):
+    inventory = write_inventory(tmp_path, {"lab-host3": lab_host("lab-host3")})
+    changed = [u for u in group_units() if u != "factorio-server.service"] + ["systemd-journald.service"]
+    run = ansible_playbook(inventory, "-e", json.dumps({"systemd_monitoring_units": changed}))
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.recap("lab-host3")["changed"] >= 1
+    allowlist = on_host("lab-host3", "grep -v '^#' /etc/systemd-heartbeat/allowlist").stdout.split()
+    assert allowlist == changed
+    victoria.wait_for_push("lab-host3", tick_now("lab-host3"))
+    query = 'systemd_unit_active{{host="lab-host3",unit="{}"}}'
+    assert victoria.query(query.format("systemd-journald.service"))  # added: reports
+    assert victoria.query(query.format("factorio-server.service")) == []  # removed: series ended
+    # back to the inventory's list
+    run = ansible_playbook(inventory)
+    assert run.returncode == 0 and run.recap("lab-host3")["changed"] >= 1
+    victoria.wait_for_push("lab-host3", tick_now("lab-host3"))
+    assert victoria.query(query.format("factorio-server.service"))
+    assert victoria.query(query.format("systemd-journald.service")) == []
