@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Print, per host, what VictoriaMetrics holds from the heartbeat: one line per unit."""
+"""Print, per host, what VictoriaMetrics holds from the heartbeat: one line per unit.
+
+    python3 scripts/show-metrics.py [HOST ...]     (default: every host)
+"""
 from __future__ import annotations
 
 import json
@@ -18,7 +21,7 @@ def query(expr: str) -> list[dict]:
         return json.load(answer)["data"]["result"]
 
 
-def main() -> int:
+def main(hosts: list[str]) -> int:
     urllib.request.urlopen(f"{URL}/internal/force_flush", timeout=10).read()
     time.sleep(1)
     rows: dict[tuple[str, str], dict[str, str]] = {}
@@ -27,6 +30,8 @@ def main() -> int:
                         'systemd_unit_seconds_since_active|systemd_unit_last_exit_status"}[2m]) '
                         'keep_metric_names'):
         metric, value = result["metric"], result["value"][1]
+        if hosts and metric["host"] not in hosts:
+            continue
         row = rows.setdefault((metric["host"], metric["unit"]), {})
         if metric["__name__"] == "systemd_unit_info":
             row["state"] = f'{metric["load_state"]}/{metric["active_state"]}/{metric["sub_state"]}'
@@ -35,12 +40,12 @@ def main() -> int:
     if not rows:
         print(f"VictoriaMetrics at {URL} holds no heartbeat data yet", file=sys.stderr)
         return 1
-    print(f"{'host':<12} {'unit':<34} {'load/active/sub':<28} {'restarts':>8} {'exit':>5} {'s since active':>14}")
+    print(f"{'host':<12} {'unit':<38} {'load/active/sub':<28} {'restarts':>8} {'exit':>5} {'s since active':>14}")
     for (host, unit), row in sorted(rows.items()):
-        print(f"{host:<12} {unit:<34} {row.get('state', '?'):<28} {row.get('restart_count_total', '-'):>8} "
+        print(f"{host:<12} {unit:<38} {row.get('state', '?'):<28} {row.get('restart_count_total', '-'):>8} "
               f"{row.get('last_exit_status', '-'):>5} {row.get('seconds_since_active', '-'):>14}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -130,3 +130,22 @@ def test_allowlist_change_propagates(tmp_path, victoria):
     victoria.wait_for_push("lab-host3", tick_now("lab-host3"))
     assert victoria.query(query.format("factorio-server.service"))
     assert victoria.query(query.format("systemd-journald.service")) == []
+
+
+def test_state_absent_removes_everything(tmp_path):
+    """Install on the fresh host, then systemd_monitoring_state=absent leaves nothing behind."""
+    lab_module.up(1, first=int(FRESH_HOST[len("lab-host"):]))
+    inventory = write_inventory(tmp_path, {FRESH_HOST: lab_host(FRESH_HOST)})
+    installed = ansible_playbook(inventory)
+    assert installed.returncode == 0, installed.output[-3000:]
+    assert on_host(FRESH_HOST, "systemctl is-active systemd-heartbeat.timer").stdout.strip() == "active"
+    removed = ansible_playbook(inventory, "-e", "systemd_monitoring_state=absent")
+    assert removed.returncode == 0, removed.output[-3000:]
+    left = on_host(FRESH_HOST, "ls -d /etc/systemd-heartbeat /usr/local/lib/systemd-heartbeat "
+                               "/usr/local/bin/systemd-heartbeat /var/lib/systemd-heartbeat "
+                               "/etc/systemd/system/systemd-heartbeat.* 2>/dev/null; "
+                               "getent passwd systemd-heartbeat; systemctl list-units --all --plain --no-legend "
+                               "'systemd-heartbeat*'")
+    assert left.stdout.strip() == ""
+    again = ansible_playbook(inventory, "-e", "systemd_monitoring_state=absent")
+    assert again.returncode == 0 and again.recap(FRESH_HOST)["changed"] == 0

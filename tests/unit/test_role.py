@@ -1,0 +1,40 @@
+"""Static checks of the role: every default declared in argument_specs, templates managed."""
+from __future__ import annotations
+
+import yaml
+
+from helpers import ROOT
+
+ROLE = ROOT / "roles/systemd_monitoring"
+
+
+def test_defaults_and_argument_specs_declare_the_same_variables():
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    specs = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(specs)
+    for name, spec in specs.items():
+        assert name.startswith("systemd_monitoring_")
+        assert spec["description"] and spec["type"]
+        assert spec["default"] == defaults[name], name
+
+
+def test_internal_variables_are_underscored():
+    internal = yaml.safe_load((ROLE / "vars/main.yml").read_text())
+    assert all(name.startswith("_systemd_monitoring_") for name in internal)
+
+
+def test_templates_start_with_ansible_managed():
+    for template in (ROLE / "templates").glob("*.j2"):
+        lines = template.read_text().splitlines()
+        first = lines[1] if lines[0].startswith("#!") else lines[0]
+        assert first == "{{ ansible_managed | comment }}", template.name
+
+
+def test_inventory_allowlist_has_suffixes_and_initial_units():
+    group = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())
+    units = group["systemd_monitoring_units"]
+    assert all(u.endswith((".service", ".timer")) for u in units)
+    for name in ("coily-audit-dashboard", "coily-update", "repo-recall", "repo-recall-update",
+                 "claude-remote-control", "claude-remote-control-restart", "eco-server", "factorio-server",
+                 "icarus-server", "core-keeper-server", "k3s"):
+        assert f"{name}.service" in units
