@@ -5,26 +5,32 @@ import yaml
 
 from helpers import ROOT
 
+import pytest
+
+ROLES = sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
 ROLE = ROOT / "roles/systemd_monitoring"
 
 
-def test_defaults_and_argument_specs_declare_the_same_variables():
-    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
-    specs = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_defaults_and_argument_specs_declare_the_same_variables(role):
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     assert set(defaults) == set(specs)
     for name, spec in specs.items():
-        assert name.startswith("systemd_monitoring_")
+        assert name.startswith(role.name + "_")
         assert spec["description"] and spec["type"]
         assert spec["default"] == defaults[name], name
 
 
-def test_internal_variables_are_underscored():
-    internal = yaml.safe_load((ROLE / "vars/main.yml").read_text())
-    assert all(name.startswith("_systemd_monitoring_") for name in internal)
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_internal_variables_are_underscored(role):
+    internal = yaml.safe_load((role / "vars/main.yml").read_text())
+    assert all(name.startswith(f"_{role.name}_") for name in internal)
 
 
-def test_templates_start_with_ansible_managed():
-    for template in (ROLE / "templates").glob("*.j2"):
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_templates_start_with_ansible_managed(role):
+    for template in (role / "templates").glob("*.j2"):
         lines = template.read_text().splitlines()
         first = lines[1] if lines[0].startswith("#!") else lines[0]
         assert first == "{{ ansible_managed | comment }}", template.name

@@ -1,0 +1,39 @@
+"""The alert rules, rendered from the role's template and exercised by vmalert-tool unittest.
+
+vmalert-tool (VictoriaMetrics 1.112, Debian 13's package) sets up its own VictoriaMetrics,
+ingests the input series and evaluates the rules like vmalert does. It binds the fixed port
+8880 and a fixed temporary directory: one run at a time.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lab
+from helpers import ROOT
+
+HERE = Path(__file__).resolve().parent
+TEST_FILES = sorted(p.name for p in HERE.glob("*.test.yml"))
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rules")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), str(HERE / "render.yml"),
+         "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return directory
+
+
+@pytest.mark.parametrize("test_file", TEST_FILES)
+def test_vmalert_tool_unittest(rendered, test_file):
+    shutil.copy(HERE / test_file, rendered / test_file)
+    done = subprocess.run([lab.tool("vmalert-tool"), "unittest", f"--files={rendered / test_file}"],
+                          cwd=rendered, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
