@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""The local lab: real systemd hosts in systemd-nspawn plus VictoriaMetrics on loopback.
+"""The local lab: real systemd hosts in systemd-nspawn, VictoriaMetrics and Alertmanager on loopback.
 
-    python3 lab/lab.py up [--hosts N]   boot N hosts (default 2) and VictoriaMetrics; idempotent
-    python3 lab/lab.py down             stop everything, remove the hosts; idempotent
-    python3 lab/lab.py status           what runs
-    python3 lab/lab.py ssh HOST [CMD]   a shell (or a command) on a lab host, over SSH
+    python3 lab/lab.py up [--hosts N] [--first K]   boot hosts K..K+N-1 (default 1..2), VictoriaMetrics
+                                                     and Alertmanager; idempotent
+    python3 lab/lab.py stop HOST...                  stop and remove some hosts
+    python3 lab/lab.py down                          stop everything, remove the hosts; idempotent
+    python3 lab/lab.py status                        what runs
+    python3 lab/lab.py ssh HOST [CMD]                a shell (or a command) on a lab host, over SSH
 
 Each host is a copy of a cached debootstrap'ed Debian 12 rootfs, booted with systemd as
 PID 1, named lab-host1, lab-host2, ..., with sshd on 127.0.0.1:2201, 2202, ... (key only).
 The hosts share the machine's network, so VictoriaMetrics on 127.0.0.1:30428 is at the same
-address from inside, as it is on kai-server (a k3s NodePort). Everything binds to loopback.
+address from inside, as it is on kai-server (a k3s NodePort); Alertmanager listens on
+127.0.0.1:9093. Everything binds to loopback.
 
 Needs root (systemd-nspawn). Installs what it needs with apt on first use; the rootfs and
 the VictoriaMetrics binaries are cached in $SYSTEMD_MONITORING_LAB_CACHE.
@@ -40,6 +43,7 @@ MACHINE_PACKAGES = ("systemd-container", "debootstrap", "openssh-client", "iprou
 TOOL_PACKAGES = ("victoria-metrics", "prometheus-alertmanager")
 SSH_PORT_BASE = 2200
 VM_PORT = 30428
+ALERTMANAGER_PORT = 9093
 HOST_PREFIX = "lab-host"
 SYSTEMCTL_READY = ("running", "degraded")
 
@@ -338,23 +342,61 @@ def start_victoriametrics(name: str, port: int, *flags: str) -> str:
     return url
 
 
-def healthy(url: str) -> bool:
+def healthy(url: str, path: str = "/health") -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+        with urllib.request.urlopen(f"{url}{path}", timeout=2) as answer:
             return answer.status == 200
     except OSError:
         return False
 
 
-def wait_healthy(url: str, process, log_path: Path, timeout: float = 30) -> None:
+def wait_healthy(url: str, process, log_path: Path, timeout: float = 30, path: str = "/health") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if healthy(url):
+        if healthy(url, path):
             return
         if process.poll() is not None:
             raise LabError(f"{url} exited with {process.returncode}; see {log_path}")
         time.sleep(0.2)
     raise LabError(f"{url} not healthy after {timeout:g} s; see {log_path}")
+
+
+ALERTMANAGER_CONFIG = """# The lab's Alertmanager: keeps alerts for its API; sends them nowhere.
+route:
+  receiver: lab
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: lab
+"""
+
+
+def start_alertmanager(port: int = ALERTMANAGER_PORT) -> str:
+    """Debian's prometheus-alertmanager on 127.0.0.1:port, clustering off (it binds 0.0.0.0 otherwise)."""
+    url = f"http://127.0.0.1:{port}"
+    piddir = RUN / "services" / "alertmanager"
+    pid = read_pid(piddir / "pid")
+    if pid is not None and healthy(url, "/-/healthy"):
+        return url
+    binary = tool("prometheus-alertmanager")
+    # Debian builds Alertmanager to read its notification templates from a fixed path; the
+    # package was only unpacked into the cache, so put the templates where it looks.
+    templates = Path("/usr/share/prometheus/alertmanager")
+    for template in (TOOLS / "root" / templates.relative_to("/")).glob("*.tmpl"):
+        if not (templates / template.name).exists():
+            templates.mkdir(parents=True, exist_ok=True)
+            shutil.copy(template, templates / template.name)
+    piddir.mkdir(parents=True, exist_ok=True)
+    (piddir / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG)
+    log_file = open(piddir / "log", "ab")
+    process = subprocess.Popen(
+        [binary, f"--config.file={piddir / 'alertmanager.yml'}", f"--storage.path={piddir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    (piddir / "pid").write_text(f"{process.pid}\n")
+    wait_healthy(url, process, piddir / "log", path="/-/healthy")
+    return url
 
 
 def read_pid(path: Path) -> int | None:
@@ -394,13 +436,14 @@ def up(count: int, first: int = 1) -> list[str]:
     ensure_tools()
     key_path()
     url = start_victoriametrics("victoria-metrics", VM_PORT)
+    alertmanager = start_alertmanager()
     hosts = host_names(count, first)
     for host in hosts:
         boot(host)
     for host in hosts:
         wait_ready(host)
     log(f"up: {', '.join(f'{h} (ssh 127.0.0.1:{ssh_port(h)})' for h in hosts)}; "
-        f"VictoriaMetrics {url}; Ansible inventory: inventory/lab.yml")
+        f"VictoriaMetrics {url}; Alertmanager {alertmanager}; Ansible inventory: inventory/lab.yml")
     return hosts
 
 
