@@ -37,3 +37,19 @@ def test_vmalert_tool_unittest(rendered, test_file):
     done = subprocess.run([lab.tool("vmalert-tool"), "unittest", f"--files={rendered / test_file}"],
                           cwd=rendered, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+
+
+def test_a_broken_rule_never_replaces_a_working_one(rendered, tmp_path):
+    """The role validates with vmalert -dryRun before the file goes live."""
+    live = tmp_path / "live.yml"
+    shutil.copy(rendered / "rules.yml", live)
+    before = live.read_bytes()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), str(HERE / "render.yml"),
+         "-e", f"rules_path={live}", "-e", f"vmalert={lab.tool('vmalert')}",
+         # "5 minutes" is no duration vmalert understands
+         "-e", "systemd_monitoring_alerts_unit_missing_for='5 minutes'"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "failed to validate" in done.stdout
+    assert live.read_bytes() == before

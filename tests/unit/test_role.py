@@ -44,3 +44,12 @@ def test_inventory_allowlist_has_suffixes_and_initial_units():
                  "claude-remote-control", "claude-remote-control-restart", "eco-server", "factorio-server",
                  "icarus-server", "core-keeper-server", "k3s"):
         assert f"{name}.service" in units
+
+
+def test_readme_variable_tables_match_argument_specs():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/variables-table.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
