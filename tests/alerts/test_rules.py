@@ -1,8 +1,9 @@
 """The alert rules, rendered from the role's template and exercised by vmalert-tool unittest.
 
 vmalert-tool (VictoriaMetrics 1.112, Debian 13's package) sets up its own VictoriaMetrics,
-ingests the input series and evaluates the rules like vmalert does. It binds the fixed port
-8880 and a fixed temporary directory: one run at a time.
+ingests the input series and evaluates the rules like vmalert does. It listens on 0.0.0.0:8880,
+which no flag changes, so it runs in a network namespace of its own with only a loopback
+interface: nothing it binds is reachable from outside, and it never meets another 8880.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def rendered(tmp_path_factory):
 @pytest.mark.parametrize("test_file", TEST_FILES)
 def test_vmalert_tool_unittest(rendered, test_file):
     shutil.copy(HERE / test_file, rendered / test_file)
-    done = subprocess.run([lab.tool("vmalert-tool"), "unittest", f"--files={rendered / test_file}"],
+    done = subprocess.run(["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+                           lab.tool("vmalert-tool"), "unittest", f"--files={rendered / test_file}"],
                           cwd=rendered, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
 
