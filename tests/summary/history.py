@@ -1,0 +1,83 @@
+"""A known 24-hour heartbeat history, as the heartbeat would have pushed it, for import into a
+real VictoriaMetrics (/api/v1/import, JSON lines, past timestamps).
+
+alpha: backup.service fails twice (02:00 for 30 min, exit 1; 14:00 for 1 h, SIGKILL),
+       web.service restarts 12 times at 10:00, job.timer (every 5 min) stops firing at 05:50
+       and is stale from 06:00 until it fires again at 08:00, typo.service is allowlisted but
+       not found, and the heartbeat is silent for 20 minutes from 18:00.
+       old.service has restarted 5 times before the window: no restarts to report.
+beta:  everything clean all day.
+gamma: pushed the day before, nothing in the window: "no data".
+Times are offsets from the start of the window.
+"""
+from __future__ import annotations
+
+import json
+
+STEP = 30
+DAY = 86400
+
+
+def series(name: str, labels: dict, points: list[tuple[float, float]]) -> str:
+    return json.dumps({"metric": {"__name__": name, **labels},
+                       "values": [v for _, v in points], "timestamps": [int(t * 1000) for t, _ in points]})
+
+
+def build(start: float) -> str:
+    """JSON lines for the window [start, start + 24 h)."""
+    h, m = 3600, 60
+    ticks = [start + k * STEP for k in range(DAY // STEP)]
+    alpha_ticks = [t for t in ticks if not (start + 18 * h < t < start + 18 * h + 20 * m)]
+    lines = []
+
+    def info(host, unit, active, load="loaded", allowlisted="true", predicate=lambda t: True, host_ticks=None):
+        points = [(t, 1.0) for t in (host_ticks or ticks) if predicate(t)]
+        if points:
+            lines.append(series("systemd_unit_info", {
+                "host": host, "unit": unit, "load_state": load, "active_state": active,
+                "sub_state": {"active": "running", "failed": "failed", "inactive": "dead"}[active],
+                "unit_type": unit.rsplit(".", 1)[1], "allowlisted": allowlisted}, points))
+
+    def in_failure(t):
+        return start + 2 * h <= t < start + 2 * h + 30 * m or start + 14 * h <= t < start + 15 * h
+
+    # ---- alpha
+    lines.append(series("systemd_heartbeat_up", {"host": "alpha"}, [(t, 1.0) for t in alpha_ticks]))
+    info("alpha", "backup.service", "failed", predicate=in_failure, host_ticks=alpha_ticks)
+    info("alpha", "backup.service", "active", predicate=lambda t: not in_failure(t), host_ticks=alpha_ticks)
+    lines.append(series("systemd_unit_last_exit_status", {"host": "alpha", "unit": "backup.service"}, [
+        (t, 0.0 if t < start + 2 * h else 1.0 if t < start + 14 * h else 9.0) for t in alpha_ticks]))
+    lines.append(series("systemd_unit_restart_count_total", {"host": "alpha", "unit": "web.service"}, [
+        (t, float(min(12, max(0, int((t - start - 10 * h) // STEP) + 1)))) for t in alpha_ticks]))
+    lines.append(series("systemd_unit_restart_count_total", {"host": "alpha", "unit": "old.service"},
+                        [(t, 5.0) for t in alpha_ticks]))
+    info("alpha", "web.service", "active", host_ticks=alpha_ticks)
+
+    def since_trigger(t):
+        if start + 5 * h + 50 * m <= t < start + 8 * h:
+            return t - (start + 5 * h + 50 * m)  # stopped firing after 05:50
+        return (t - start) % 300
+
+    lines.append(series("systemd_unit_seconds_since_active", {"host": "alpha", "unit": "job.timer"},
+                        [(t, since_trigger(t)) for t in alpha_ticks]))
+    lines.append(series("systemd_timer_interval_seconds", {"host": "alpha", "unit": "job.timer"},
+                        [(t, 300.0) for t in alpha_ticks]))
+    info("alpha", "job.timer", "active", host_ticks=alpha_ticks)
+    info("alpha", "typo.service", "inactive", load="not-found", host_ticks=alpha_ticks)
+    info("alpha", "stray.service", "inactive", allowlisted="false", host_ticks=alpha_ticks)
+    # ---- beta
+    lines.append(series("systemd_heartbeat_up", {"host": "beta"}, [(t, 1.0) for t in ticks]))
+    for unit in ("backup.service", "web.service", "job.timer"):
+        info("beta", unit, "active")
+    lines.append(series("systemd_unit_restart_count_total", {"host": "beta", "unit": "web.service"},
+                        [(t, 3.0) for t in ticks]))
+    lines.append(series("systemd_unit_last_exit_status", {"host": "beta", "unit": "backup.service"},
+                        [(t, 0.0) for t in ticks]))
+    lines.append(series("systemd_unit_seconds_since_active", {"host": "beta", "unit": "job.timer"},
+                        [(t, (t - start) % 300) for t in ticks]))
+    lines.append(series("systemd_timer_interval_seconds", {"host": "beta", "unit": "job.timer"},
+                        [(t, 300.0) for t in ticks]))
+    # ---- gamma: the day before only
+    lines.append(series("systemd_heartbeat_up", {"host": "gamma"},
+                        [(start - DAY + k * STEP, 1.0) for k in range(DAY // STEP)]))
+    return "\n".join(lines) + "\n"

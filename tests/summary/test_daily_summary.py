@@ -1,0 +1,145 @@
+"""The daily summary against a real VictoriaMetrics loaded with a known 24-hour history."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import lab
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "summary"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import history  # noqa: E402
+
+PORT = lab.VM_PORT + 4
+COMMAND = str(Path(sys.executable).parent / "systemd-daily-summary")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab's VictoriaMetrics needs root")
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """A fresh VictoriaMetrics holding the history; returns (url, start, end)."""
+    lab.stop_service("victoria-metrics-summary-test")  # fresh data every run
+    url = lab.start_victoriametrics("victoria-metrics-summary-test", PORT)
+    end = (time.time() // 3600 - 1) * 3600  # a whole hour, an hour ago
+    start = end - history.DAY
+    request = urllib.request.Request(f"{url}/api/v1/import", data=history.build(start).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=60).read()
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
+    time.sleep(1)
+    yield url, start, end
+    lab.stop_service("victoria-metrics-summary-test")
+
+
+def at(start: float, hours: int, minutes: int = 0, seconds: int = 0) -> str:
+    moment = start + hours * 3600 + minutes * 60 + seconds
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def summary(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_markdown_report(loaded):
+    url, start, end = loaded
+    done = summary("--url", url, "--since", str(start), "--until", str(end))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == f"""# systemd daily summary, {at(start, 0)} to {at(start, 24)}
+
+## alpha: attention: 2 failures, 1 unit restarted, 1 stale timer, 1 missing unit, 1 heartbeat gap
+
+- failed: `backup.service` at {at(start, 2)} for 30m, last exit status 1
+- failed: `backup.service` at {at(start, 14)} for 1h00m, last exit status 9
+- restarted: `web.service` 12 times
+- stale timer: `job.timer` from {at(start, 6, 0, 30)} for 1h59m
+- missing: `typo.service` is allowlisted but not-found
+- heartbeat gap: nothing pushed from {at(start, 18)} to {at(start, 18, 20)} (20m)
+
+## beta: healthy
+
+## gamma: no data: the heartbeat pushed nothing in the window
+"""
+
+
+def test_json_report(loaded):
+    url, start, end = loaded
+    done = summary("--url", url, "--since", str(start), "--until", str(end), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["window"] == {"since": at(start, 0), "until": at(start, 24)}
+    alpha = report["hosts"]["alpha"]
+    assert alpha["failed"] == [
+        {"unit": "backup.service", "since": at(start, 2), "until": at(start, 2, 29, 30), "duration": "30m",
+         "seconds": 1800, "ongoing": False, "last_exit_status": 1},
+        {"unit": "backup.service", "since": at(start, 14), "until": at(start, 14, 59, 30), "duration": "1h00m",
+         "seconds": 3600, "ongoing": False, "last_exit_status": 9}]
+    assert alpha["restarted"] == [{"unit": "web.service", "restarts": 12}]
+    assert alpha["stale_timers"] == [{"unit": "job.timer", "since": at(start, 6, 0, 30), "until": at(start, 7, 59, 30),
+                                      "duration": "1h59m", "seconds": 7170, "ongoing": False}]
+    assert alpha["missing"] == [{"unit": "typo.service", "load_state": "not-found"}]
+    assert alpha["heartbeat_gaps"] == [{"from": at(start, 18), "to": at(start, 18, 20), "duration": "20m",
+                                        "seconds": 1200}]
+    assert report["hosts"]["beta"]["verdict"] == "healthy"
+    assert report["hosts"]["beta"]["restarted"] == []  # a flat non-zero counter is not a restart
+    assert report["hosts"]["gamma"]["verdict"] == "no data: the heartbeat pushed nothing in the window"
+    assert report["queries"] == 7
+
+
+def test_a_clean_host_exits_zero(loaded):
+    url, start, end = loaded
+    done = summary("--url", url, "--since", str(start), "--until", str(end), "--host", "beta")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"# systemd daily summary, {at(start, 0)} to {at(start, 24)}\n\n## beta: healthy\n"
+
+
+def test_an_unknown_host_is_no_data_not_healthy(loaded):
+    url, start, end = loaded
+    done = summary("--url", url, "--since", str(start), "--until", str(end), "--host", "delta")
+    assert done.returncode == 1
+    assert "## delta: no data: the heartbeat pushed nothing in the window" in done.stdout
+
+
+def test_victoriametrics_down_exits_two_with_one_line():
+    done = summary("--url", "http://127.0.0.1:9", "--since", "1h")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("systemd-daily-summary: cannot query VictoriaMetrics at http://127.0.0.1:9: ")
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--since", "1h", "--until", "2h"], "the window is empty or inverted: --since 1h"),
+    (["--since", "yesterday-ish"], "--since 'yesterday-ish' is not 'now', a duration like 24h or 90m"),
+    (["--until", "2026-13-45"], "--until '2026-13-45' is not 'now', a duration like 24h or 90m"),
+])
+def test_bad_window_is_rejected(args, message):
+    done = summary("--url", "http://127.0.0.1:9", *args)
+    assert done.returncode == 64 and done.stdout == ""
+    assert done.stderr.startswith(f"systemd-daily-summary: {message}") and done.stderr.count("\n") == 1
+
+
+def test_daily_playbook_keeps_the_newest_reports(loaded, tmp_path):
+    url, start, end = loaded
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for day in ("2020-01-01", "2020-01-02", "2020-01-03"):
+        (reports / f"{day}.md").write_text("old\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / "playbooks/daily-summary.yml"),
+         "-e", f"systemd_daily_summary_url={url}", "-e", f"systemd_daily_summary_dir={reports}",
+         "-e", "systemd_daily_summary_keep=2", "-e", f"systemd_daily_summary_window={start:.0f}",
+         "-e", f"systemd_daily_summary_until={end:.0f}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    kept = sorted(p.name for p in reports.iterdir())
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert kept == ["2020-01-03.md", f"{today}.md"]
+    assert "## alpha: attention: 2 failures" in (reports / f"{today}.md").read_text()
