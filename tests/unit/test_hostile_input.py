@@ -1,0 +1,134 @@
+"""Hostile and odd input: arbitrary text is parsed or rejected with a clean one-line message,
+never a traceback (property-based, hypothesis); extreme sizes; units that come and go."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import load_heartbeat
+
+hb = load_heartbeat()
+
+ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=2000)
+
+
+@given(ANY_TEXT)
+def test_parse_show_never_raises(text):
+    for block in hb.parse_show(text):
+        assert isinstance(block, dict)
+
+
+@given(ANY_TEXT)
+def test_parse_list_units_never_raises(text):
+    assert all(len(row) == 4 for row in hb.parse_list_units(text))
+
+
+@given(ANY_TEXT)
+def test_value_parsers_never_raise(text):
+    assert hb.parse_timestamp(text) is None or isinstance(hb.parse_timestamp(text), float)
+    assert hb.parse_timespan(text) is None or isinstance(hb.parse_timespan(text), float)
+    hb.parse_timer_settings([text])
+
+
+@given(ANY_TEXT)
+def test_allowlist_is_parsed_or_rejected_with_one_line(text):
+    try:
+        patterns = hb.parse_allowlist(text, "allowlist")
+    except hb.HeartbeatError as error:
+        message = str(error)
+        assert message.startswith("allowlist:") and "\n" not in message
+    else:
+        assert all(hb.unit_pattern_problem(p) is None for p in patterns)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["Unit", "LoadState", "ActiveState", "SubState", "Type",
+                                            *hb.SHOW_PROPERTIES]), ANY_TEXT), max_size=30),
+       st.sampled_from(["a.service", "b.timer", "c.socket", "d"]))
+@settings(max_examples=300)
+def test_shaping_any_property_values_never_raises(pairs, name):
+    unit = dict(pairs)
+    unit["Unit"] = name
+    for key in ("TimersMonotonic", "TimersCalendar"):
+        if key in unit:
+            unit[key] = [unit[key]]
+    snapshot = hb.Snapshot([unit], None, 0.01, 1795807843.0, 500.0)
+    samples = hb.shape(snapshot, "h")
+    body = hb.encode_request(samples, {"host": "h"}, 1)
+    assert isinstance(body, bytes)
+
+
+# Names as systemd-escape writes them: any byte outside [A-Za-z0-9:_.] becomes \xNN.
+def systemd_escape(raw: str) -> str:
+    out = []
+    for index, char in enumerate(raw):
+        if char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index > 0)):
+            out.append(char)
+        elif char == "/":
+            out.append("-")
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+@given(st.text(min_size=1, max_size=60), st.sampled_from(hb.UNIT_SUFFIXES))
+def test_every_escaped_name_is_accepted_and_round_trips(raw, suffix):
+    name = systemd_escape(raw) + suffix
+    if len(name) > hb.UNIT_NAME_MAX:
+        return
+    assert hb.unit_pattern_problem(name) is None, name
+    assert hb.parse_allowlist(name + "\n", "a") == [name]
+    show = f"Id={name}\nLoadState=loaded\nActiveState=active\nSubState=running\n"
+    assert hb.parse_show(show)[0]["Id"] == name
+
+
+def test_five_thousand_entry_allowlist():
+    names = [f"unit-{i:05d}.service" for i in range(5000)]
+    patterns = hb.parse_allowlist("\n".join(names) + "\n", "big")
+    assert len(patterns) == 5000
+    calls = []
+
+    def fake_run(argv, timeout):
+        calls.append(argv[1])
+        if argv[1] == "list-units":
+            return ""
+        units = argv[argv.index("--") + 1:]
+        return "\n".join(f"Id={u}\nLoadState=loaded\nActiveState=active\nSubState=running\nNRestarts=0\n"
+                         for u in units)
+
+    snapshot = hb.collect(patterns, fake_run, 5)
+    assert calls == ["list-units", "show"] and len(snapshot.units) == 5000
+    samples = hb.shape(snapshot, "h")
+    assert len(hb.encode_request(samples, {"host": "h"}, 1)) > 5000 * 50
+
+
+def test_a_one_megabyte_systemctl_answer():
+    block = "Id=x.service\nLoadState=loaded\nActiveState=active\nSubState=running\nJunk=" + "y" * 200 + "\n"
+    text = "\n".join([block] * (1_048_576 // len(block) + 1))
+    assert len(text) > 1_048_576
+    assert len(hb.parse_show(text)) == 1_048_576 // len(block) + 1
+
+
+def test_a_unit_that_disappears_between_two_ticks_gets_its_series_ended(tmp_path):
+    def run_with(units):
+        def fake_run(argv, timeout):
+            if argv[1] == "list-units":
+                return "".join(f"{u} loaded failed failed {u}\n" for u in units)
+            return "\n".join(f"Id={u}\nLoadState=loaded\nActiveState=failed\nSubState=failed\nNRestarts=2\n"
+                             f"ExecMainStatus=1\nExecMainCode=1\n" for u in argv[argv.index("--") + 1:])
+        return fake_run
+
+    first, _, _ = hb.tick([], "h", str(tmp_path), 5, run_with(["gone.service", "stays.service"]))
+    hb.remember(str(tmp_path), first)
+    second, _, _ = hb.tick([], "h", str(tmp_path), 5, run_with(["stays.service"]))
+    ended = sorted(name for name, _, labels, value in second
+                   if value is None and dict(labels).get("unit") == "gone.service")
+    assert ended == ["systemd_unit_active", "systemd_unit_info", "systemd_unit_last_exit_code",
+                     "systemd_unit_last_exit_status", "systemd_unit_restart_count_total"]
+    assert not any(value is None and dict(labels).get("unit") == "stays.service" for _, _, labels, value in second)
+
+
+def test_unreadable_or_corrupt_memory_is_ignored(tmp_path):
+    (tmp_path / hb.MEMORY_FILE).write_text("{not json")
+    assert hb.load_memory(str(tmp_path)) == {}
+    (tmp_path / hb.MEMORY_FILE).write_text('{"series": [["x"], 5, null, ["a", "gauge", 7]]}')
+    assert hb.staleness_markers(hb.load_memory(str(tmp_path)), []) == []
