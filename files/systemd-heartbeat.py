@@ -74,6 +74,10 @@ class HeartbeatError(Exception):
     """A failure worth one line on stderr and a non-zero exit."""
 
 
+class PushRejected(HeartbeatError):
+    """The endpoint answered and refused the payload (HTTP 4xx but 429): sending it again won't help."""
+
+
 # ---------------------------------------------------------------------------------------
 # Settings: the allowlist
 # ---------------------------------------------------------------------------------------
@@ -543,6 +547,13 @@ def health_samples(host: str, duration: float, units: list[dict]) -> list[tuple]
     ]
 
 
+def spool_samples(host: str, waiting: int, dropped: int) -> list[tuple]:
+    """How many payloads wait in the spool, and how many the caps ever dropped (cumulative)."""
+    labels = (("host", host),)
+    return [("systemd_heartbeat_spooled_payloads", "gauge", labels, float(waiting)),
+            ("systemd_heartbeat_spool_dropped_total", "counter", labels, float(dropped))]
+
+
 def shape(snapshot: Snapshot, host: str, memory: dict | None = None) -> list[tuple]:
     """All samples of one tick."""
     memory = memory or {}
@@ -575,7 +586,8 @@ def load_memory(state_dir: str | None) -> dict:
     return memory if isinstance(memory, dict) else {}
 
 
-def remember(state_dir: str | None, samples: list[tuple], calendar: dict | None = None) -> None:
+def remember(state_dir: str | None, samples: list[tuple], calendar: dict | None = None,
+             spool_dropped: int = 0) -> None:
     """Record what was pushed (atomically: a crash never leaves half a file)."""
     if not state_dir:
         return
@@ -588,7 +600,8 @@ def remember(state_dir: str | None, samples: list[tuple], calendar: dict | None 
     path = os.path.join(state_dir, MEMORY_FILE)
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"series": series, "intervals": intervals, "calendar": calendar or {}}, handle)
+        json.dump({"series": series, "intervals": intervals, "calendar": calendar or {},
+                   "spool_dropped": spool_dropped}, handle)
     os.replace(temporary, path)
 
 
@@ -722,15 +735,14 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return scheme, host, port, "/" + path
 
 
-def post(url: str, body: bytes, timeout: float) -> None:
-    """POST the gzipped protobuf; HeartbeatError with URL, status and the server's message.
+def post_payload(url: str, payload: bytes, timeout: float) -> None:
+    """POST a gzipped protobuf; HeartbeatError with URL, status and the server's message.
 
     Plain http is written straight to a socket: http.client pulls in the email and ssl
     packages, which cost more CPU than the rest of a tick. https goes through http.client.
     The whole exchange, not each read, is bounded by `timeout`.
     """
     scheme, host, port, path = split_url(url)
-    payload = gzip(body)
     headers = (f"Content-Type: application/x-protobuf\r\nContent-Encoding: gzip\r\n"
                f"Content-Length: {len(payload)}\r\n")
     try:
@@ -744,7 +756,8 @@ def post(url: str, body: bytes, timeout: float) -> None:
         raise HeartbeatError(f"push to {url} failed: {reason}") from None
     if not 200 <= status < 300:
         first_line = message.strip().splitlines()[0] if message.strip() else "no message"
-        raise HeartbeatError(f"push to {url} failed: HTTP {status} {reason}: {first_line}")
+        error_class = PushRejected if 400 <= status < 500 and status != 429 else HeartbeatError
+        raise error_class(f"push to {url} failed: HTTP {status} {reason}: {first_line}")
 
 
 def gzip(body: bytes) -> bytes:
@@ -809,6 +822,102 @@ def https_post(host: str, port: int, path: str, payload: bytes, timeout: float) 
 
 
 # ---------------------------------------------------------------------------------------
+# The spool: payloads that could not be pushed wait on disk and are replayed, oldest first,
+# with their original timestamps, so an outage of VictoriaMetrics loses no samples
+# ---------------------------------------------------------------------------------------
+
+SPOOL_DIR = "spool"
+SPOOL_SUFFIX = ".otlp.gz"
+DEFAULT_SPOOL_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_SPOOL_MAX_AGE = 86400.0
+
+
+def spool_files(state_dir: str | None) -> list[tuple[int, str, int]]:
+    """Waiting payloads, oldest first: (time_ns, path, size). Stray files are not ours: left alone."""
+    if not state_dir:
+        return []
+    directory = os.path.join(state_dir, SPOOL_DIR)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    files = []
+    for name in names:
+        stem = name[:-len(SPOOL_SUFFIX)]
+        if name.endswith(SPOOL_SUFFIX) and stem.isdigit():
+            path = os.path.join(directory, name)
+            try:
+                files.append((int(stem), path, os.stat(path).st_size))
+            except OSError:
+                continue
+    return sorted(files)
+
+
+def spool_write(state_dir: str, payload: bytes, time_ns: int) -> None:
+    """Keep a payload for later, atomically (a crash never leaves half a file)."""
+    directory = os.path.join(state_dir, SPOOL_DIR)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"{time_ns:020d}{SPOOL_SUFFIX}")
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(payload)
+    os.replace(path + ".tmp", path)
+
+
+def spool_trim(state_dir: str, max_bytes: float, max_age: float, now: float) -> int:
+    """Drop the oldest payloads beyond the age and size caps; returns how many were dropped."""
+    files = spool_files(state_dir)
+    total = sum(size for _, _, size in files)
+    dropped = 0
+    for time_ns, path, size in files:
+        if total <= max_bytes and now - time_ns / 1e9 <= max_age:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+        dropped += 1
+    return dropped
+
+
+def spool_replay(url: str, state_dir: str | None, timeout: float) -> tuple[int, int, str | None]:
+    """Push waiting payloads oldest first, for at most `timeout` seconds.
+
+    Returns (sent, corrupt, error): a payload the endpoint refuses (HTTP 4xx) or that is not
+    gzip is corrupt: skipped with a warning and deleted. Any other failure stops the replay
+    (the endpoint is still down) and is returned as error; the rest waits for the next tick.
+    """
+    sent = corrupt = 0
+    deadline = time.monotonic() + timeout
+    for _, path, _ in spool_files(state_dir):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            with open(path, "rb") as handle:
+                payload = handle.read()
+            if not payload.startswith(b"\x1f\x8b"):
+                raise PushRejected("not a gzip file")
+            post_payload(url, payload, remaining)
+        except PushRejected as error:
+            print(f"systemd-heartbeat: warning: skipping spooled {os.path.basename(path)}: {error}", file=sys.stderr)
+            corrupt += 1
+        except HeartbeatError as error:
+            return sent, corrupt, str(error)
+        except OSError as error:
+            print(f"systemd-heartbeat: warning: skipping spooled {os.path.basename(path)}: {error.strerror}",
+                  file=sys.stderr)
+            corrupt += 1
+        else:
+            sent += 1
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return sent, corrupt, None
+
+
+# ---------------------------------------------------------------------------------------
 # Dry run: what would be pushed, for a person
 # ---------------------------------------------------------------------------------------
 
@@ -851,7 +960,8 @@ def tick(patterns: list[str], host: str, state_dir: str | None, timeout: float, 
 
 
 USAGE = """usage: systemd-heartbeat [--url URL] [--unit NAME]... [--allowlist FILE] [--host NAME]
-                         [--timeout SECONDS] [--state-dir DIR] [--dry-run]
+                         [--timeout SECONDS] [--state-dir DIR] [--spool-max-bytes N]
+                         [--spool-max-age SECONDS] [--dry-run]
 
 Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/HTTP).
 
@@ -862,8 +972,13 @@ Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/
   --host NAME        value of the host label (env SYSTEMD_HEARTBEAT_HOST; default: the host name)
   --timeout SECONDS  bound on each systemctl call and on the push (env SYSTEMD_HEARTBEAT_TIMEOUT;
                      default 10)
-  --state-dir DIR    where to remember the last push, to end series that disappear
-                     (env STATE_DIRECTORY, which systemd's StateDirectory= sets)
+  --state-dir DIR    where to remember the last push (to end series that disappear) and to
+                     spool payloads while the endpoint is down (env STATE_DIRECTORY, which
+                     systemd's StateDirectory= sets)
+  --spool-max-bytes N  cap on the spool's size; oldest dropped first (env
+                     SYSTEMD_HEARTBEAT_SPOOL_MAX_BYTES; default 52428800)
+  --spool-max-age SECONDS  drop spooled payloads older than this (env
+                     SYSTEMD_HEARTBEAT_SPOOL_MAX_AGE; default 86400)
   --dry-run          print the samples that would be pushed, one per line, and push nothing
   -h, --help         show this help
 """
@@ -879,11 +994,14 @@ class Settings:
         self.host = environ.get("SYSTEMD_HEARTBEAT_HOST") or socket.gethostname()
         self.timeout = environ.get("SYSTEMD_HEARTBEAT_TIMEOUT") or str(DEFAULT_TIMEOUT)
         self.state_dir = environ.get("STATE_DIRECTORY") or None
+        self.spool_max_bytes = environ.get("SYSTEMD_HEARTBEAT_SPOOL_MAX_BYTES") or str(DEFAULT_SPOOL_MAX_BYTES)
+        self.spool_max_age = environ.get("SYSTEMD_HEARTBEAT_SPOOL_MAX_AGE") or str(DEFAULT_SPOOL_MAX_AGE)
         self.dry_run = False
 
 
 VALUE_FLAGS = {"--url": "url", "--unit": "unit", "--allowlist": "allowlist", "--host": "host",
-               "--timeout": "timeout", "--state-dir": "state_dir"}
+               "--timeout": "timeout", "--state-dir": "state_dir", "--spool-max-bytes": "spool_max_bytes",
+               "--spool-max-age": "spool_max_age"}
 
 
 def parse_args(argv: list[str], environ=os.environ) -> Settings:
@@ -919,6 +1037,13 @@ def parse_args(argv: list[str], environ=os.environ) -> Settings:
         raise HeartbeatError(f"--timeout must be a number of seconds, got {settings.timeout!r}") from None
     if not 0 < settings.timeout < 3600:
         raise HeartbeatError(f"--timeout must be between 0 and 3600 seconds, got {settings.timeout:g}")
+    for flag, name in (("--spool-max-bytes", "spool_max_bytes"), ("--spool-max-age", "spool_max_age")):
+        try:
+            setattr(settings, name, float(getattr(settings, name)))
+        except ValueError:
+            raise HeartbeatError(f"{flag} must be a number, got {getattr(settings, name)!r}") from None
+        if getattr(settings, name) < 0:
+            raise HeartbeatError(f"{flag} must not be negative, got {getattr(settings, name):g}")
     return settings
 
 
@@ -941,21 +1066,49 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         patterns = read_patterns(args)
         samples, snapshot, memory = tick(patterns, args.host, args.state_dir, args.timeout)
-        if args.dry_run:
-            sys.stdout.write("".join(format_sample(s) + "\n" for s in samples))
-            return 0
-        body = encode_request(samples, {"host": args.host}, int(snapshot.wall * 1e9))
-        post(args.url, body, args.timeout)
     except HeartbeatError as error:
         print(f"systemd-heartbeat: {error}", file=sys.stderr)
         return 1
+    dropped = int(memory.get("spool_dropped") or 0)
+    waiting = spool_files(args.state_dir)
+    if args.state_dir:
+        samples += spool_samples(args.host, len(waiting), dropped)
+    if args.dry_run:
+        sys.stdout.write("".join(format_sample(s) + "\n" for s in samples))
+        return 0
+    time_ns = int(snapshot.wall * 1e9)
+    payload = gzip(encode_request(samples, {"host": args.host}, time_ns))
+    failure = None
+    if waiting:  # older payloads first, so VictoriaMetrics gets every tick in order
+        _, _, failure = spool_replay(args.url, args.state_dir, args.timeout)
+    if failure is None:
+        try:
+            post_payload(args.url, payload, args.timeout)
+        except PushRejected as error:
+            print(f"systemd-heartbeat: {error}", file=sys.stderr)
+            return 1
+        except HeartbeatError as error:
+            failure = str(error)
+    if failure is not None:
+        if not args.state_dir:
+            print(f"systemd-heartbeat: {failure}", file=sys.stderr)
+            return 1
+        try:
+            spool_write(args.state_dir, payload, time_ns)
+            dropped += spool_trim(args.state_dir, args.spool_max_bytes, args.spool_max_age, snapshot.wall)
+        except OSError as error:
+            print(f"systemd-heartbeat: {failure}; and cannot spool it: {error.strerror}", file=sys.stderr)
+            return 1
+        print(f"systemd-heartbeat: {failure} (spooled; {len(spool_files(args.state_dir))} waiting)",
+              file=sys.stderr)
     try:
-        remember(args.state_dir, samples, memory["calendar"])
+        # a spooled payload will reach VictoriaMetrics before the next tick's: remember it too
+        remember(args.state_dir, samples, memory["calendar"], dropped)
     except OSError as error:
         # The push landed; only the next tick's staleness markers are at risk.
         print(f"systemd-heartbeat: warning: cannot record the push in {args.state_dir}: "
               f"{error.strerror}", file=sys.stderr)
-    return 0
+    return 1 if failure is not None else 0
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ EXPECTED_NAMES = {
     "systemd_timer_next_elapse_timestamp_seconds", "systemd_timer_interval_seconds",
     "systemd_heartbeat_up", "systemd_heartbeat_collect_duration_seconds",
     "systemd_heartbeat_units_reported", "systemd_heartbeat_units_failed",
+    "systemd_heartbeat_spooled_payloads", "systemd_heartbeat_spool_dropped_total",
 }
 
 

@@ -189,3 +189,89 @@ def test_split_url(heartbeat, url, parts):
 def test_split_url_rejects(heartbeat, url):
     with pytest.raises(heartbeat.HeartbeatError):
         heartbeat.split_url(url)
+
+
+# ---- the spool: no sample lost while the endpoint is down
+
+def decode_times(body: bytes) -> list[int]:
+    import gzip as gz
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    request = ExportMetricsServiceRequest()
+    request.ParseFromString(gz.decompress(body))
+    metric = request.resource_metrics[0].scope_metrics[0].metrics[0]
+    return [p.time_unix_nano for p in metric.gauge.data_points][:1]
+
+
+def test_payloads_spool_while_down_and_replay_oldest_first(fake_systemctl, server, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    down = "http://127.0.0.1:9/opentelemetry/v1/metrics"
+    for expected in (1, 2, 3):
+        done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", down, "--unit", "a.service")
+        assert done.returncode == 1
+        assert done.stderr.endswith(f"(spooled; {expected} waiting)\n") and done.stderr.count("\n") == 1
+    done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", url_of(server), "--unit", "a.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len(Recorder.bodies) == 4 and list((state / "spool").iterdir()) == []
+    times = [decode_times(body)[0] for _, body in Recorder.bodies]
+    assert times == sorted(times) and len(set(times)) == 4  # each tick once, original timestamps, in order
+
+
+def test_spool_caps_drop_the_oldest_and_count_it(fake_systemctl, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    down = "http://127.0.0.1:9/opentelemetry/v1/metrics"
+    for _ in range(4):
+        run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", down, "--spool-max-bytes", "1500")
+    kept = sorted(p.name for p in (state / "spool").iterdir())
+    sizes = sum(p.stat().st_size for p in (state / "spool").iterdir())
+    assert sizes <= 1500 and 0 < len(kept) < 4
+    done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--dry-run")
+    assert f'systemd_heartbeat_spooled_payloads{{host="{os.uname().nodename}"}} {len(kept)}' in done.stdout
+    assert f'systemd_heartbeat_spool_dropped_total{{host="{os.uname().nodename}"}} {4 - len(kept)}' in done.stdout
+
+
+def test_a_corrupt_spool_file_is_skipped_with_a_warning(fake_systemctl, server, tmp_path):
+    state = tmp_path / "state"
+    (state / "spool").mkdir(parents=True)
+    (state / "spool" / "00000000000000000001.otlp.gz").write_bytes(b"garbage")
+    done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", url_of(server))
+    assert done.returncode == 0
+    assert "warning: skipping spooled 00000000000000000001.otlp.gz: not a gzip file" in done.stderr
+    assert len(Recorder.bodies) == 1 and list((state / "spool").iterdir()) == []
+
+
+def test_a_refused_payload_is_not_spooled(fake_systemctl, server, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    Recorder.status, Recorder.message = 400, b"bad request\n"
+    try:
+        done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", url_of(server))
+    finally:
+        Recorder.status, Recorder.message = 204, b""
+    assert done.returncode == 1 and "HTTP 400" in done.stderr and "spooled" not in done.stderr
+    assert not (state / "spool").exists() or list((state / "spool").iterdir()) == []
+
+
+def test_an_endpoint_that_never_answers_ends_the_tick_within_its_budget(fake_systemctl, tmp_path):
+    """A real black hole on loopback: it accepts the connection and never says a word."""
+    import socket
+    import time
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(hole.accept()), daemon=True)
+    thread.start()
+    state = tmp_path / "state"
+    state.mkdir()
+    began = time.monotonic()
+    done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--timeout", "1",
+                         "--url", f"http://127.0.0.1:{hole.getsockname()[1]}/opentelemetry/v1/metrics")
+    elapsed = time.monotonic() - began
+    hole.close()
+    assert done.returncode == 1 and "timed out (spooled; 1 waiting)" in done.stderr
+    assert elapsed < 3, elapsed
