@@ -408,7 +408,8 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def stop_service(name: str) -> None:
+def stop_service(name: str, keep_data: bool = False) -> None:
+    """Stop a lab service; its directory (and data) goes too unless keep_data."""
     piddir = RUN / "services" / name
     pid = read_pid(piddir / "pid")
     if pid is not None:
@@ -416,7 +417,8 @@ def stop_service(name: str) -> None:
         if not wait_gone(pid, 15):
             os.kill(pid, signal.SIGKILL)
             wait_gone(pid, 5)
-    shutil.rmtree(piddir, ignore_errors=True)
+    if not keep_data:
+        shutil.rmtree(piddir, ignore_errors=True)
 
 
 def running_hosts() -> list[str]:
