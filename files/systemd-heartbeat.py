@@ -92,8 +92,8 @@ def unit_pattern_problem(entry: str) -> str | None:
     if bad:
         shown = " ".join(repr(c) for c in bad)
         return f"character {shown} is not allowed in a unit name (systemd-escape it)"
-    if entry.startswith((".", "-")) and not entry.startswith("-.") or entry.startswith("@"):
-        return "a unit name cannot start with '.', '-' or '@'"
+    if entry.startswith((".", "@")):
+        return "a unit name cannot start with '.' or '@'"
     is_glob = any(c in GLOB_CHARS for c in entry)
     if not is_glob and "." in entry and not entry.endswith(UNIT_SUFFIXES):
         suffix = entry[entry.rindex("."):]
@@ -735,24 +735,65 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return scheme, host, port, "/" + path
 
 
-def post_payload(url: str, payload: bytes, timeout: float) -> None:
+class Endpoint:
+    """Where to push: the URL, the Authorization header value (or None), a CA file for https."""
+
+    __slots__ = ("url", "authorization", "ca_file")
+
+    def __init__(self, url: str, authorization: str | None = None, ca_file: str | None = None):
+        self.url, self.authorization, self.ca_file = url, authorization, ca_file
+
+
+def read_authorization(path: str) -> str:
+    """The Authorization header from a credentials file: 'Bearer <token>' or 'Basic <user>:<password>'.
+
+    The file must be private (a systemd credential, or mode 0600): a secret readable by
+    others is refused, and its content is never echoed in an error.
+    """
+    try:
+        status = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            line = next((x.strip() for x in handle if x.strip()), "")
+    except OSError as error:
+        raise HeartbeatError(f"cannot read credentials {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise HeartbeatError(f"credentials {path}: not UTF-8 text") from None
+    if status.st_mode & 0o077:
+        raise HeartbeatError(f"credentials {path} are readable by group or others (mode "
+                             f"{status.st_mode & 0o777:04o}); make them private: chmod 600, or a systemd credential")
+    scheme, _, secret = line.partition(" ")
+    if scheme == "Bearer" and secret.strip():
+        return "Bearer " + secret.strip()
+    if scheme == "Basic" and ":" in secret:
+        import binascii
+
+        return "Basic " + binascii.b2a_base64(secret.strip().encode("utf-8"), newline=False).decode("ascii")
+    raise HeartbeatError(f"credentials {path}: the first line must be 'Bearer <token>' or 'Basic <user>:<password>'")
+
+
+def post_payload(endpoint: Endpoint, payload: bytes, timeout: float) -> None:
     """POST a gzipped protobuf; HeartbeatError with URL, status and the server's message.
 
     Plain http is written straight to a socket: http.client pulls in the email and ssl
-    packages, which cost more CPU than the rest of a tick. https goes through http.client.
+    packages, which cost more CPU than the rest of a tick. https goes through http.client,
+    with certificate verification always on (the system's CAs, or --ca-file).
     The whole exchange, not each read, is bounded by `timeout`.
     """
+    url = endpoint.url
     scheme, host, port, path = split_url(url)
-    headers = (f"Content-Type: application/x-protobuf\r\nContent-Encoding: gzip\r\n"
-               f"Content-Length: {len(payload)}\r\n")
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip",
+               "User-Agent": "systemd-heartbeat"}
+    if endpoint.authorization:
+        headers["Authorization"] = endpoint.authorization
     try:
         if scheme == "https":
-            status, reason, message = https_post(host, port, path, payload, timeout)
+            status, reason, message = https_post(host, port, path, headers, payload, timeout, endpoint.ca_file)
         else:
             status, reason, message = http_post(host, port, path, headers, payload, timeout)
     except (OSError, ValueError) as error:
         reason = "timed out" if isinstance(error, socket.timeout) else (
-            error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__)
+            error.strerror if isinstance(error, OSError) and error.strerror else
+            getattr(error, "reason", None) or str(error) or type(error).__name__)
         raise HeartbeatError(f"push to {url} failed: {reason}") from None
     if not 200 <= status < 300:
         first_line = message.strip().splitlines()[0] if message.strip() else "no message"
@@ -766,13 +807,14 @@ def gzip(body: bytes) -> bytes:
     return compressor.compress(body) + compressor.flush()
 
 
-def http_post(host: str, port: int, path: str, headers: str, payload: bytes,
+def http_post(host: str, port: int, path: str, headers: dict, payload: bytes,
               timeout: float) -> tuple[int, str, str]:
     """HTTP/1.1 POST with Connection: close; (status, reason, first 2 KiB of the body)."""
     deadline = time.monotonic() + timeout
     address = host.encode("ascii") if host.isascii() else host  # skips the idna codec import
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}"
-            f"User-Agent: systemd-heartbeat\r\nConnection: close\r\n\r\n").encode("latin-1")
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{lines}Content-Length: {len(payload)}\r\n"
+            f"Connection: close\r\n\r\n").encode("latin-1")
     with socket.create_connection((address, port), timeout=timeout) as connection:
         connection.settimeout(max(0.001, deadline - time.monotonic()))
         connection.sendall(head + payload)
@@ -805,14 +847,15 @@ def is_complete(answer: bytes) -> bool:
     return False
 
 
-def https_post(host: str, port: int, path: str, payload: bytes, timeout: float) -> tuple[int, str, str]:
+def https_post(host: str, port: int, path: str, headers: dict, payload: bytes, timeout: float,
+               ca_file: str | None) -> tuple[int, str, str]:
     import http.client
+    import ssl
 
-    connection = http.client.HTTPSConnection(host, port, timeout=timeout)
+    context = ssl.create_default_context(cafile=ca_file)  # verifies the certificate and the host name
+    connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     try:
-        connection.request("POST", path, body=payload, headers={
-            "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip",
-            "User-Agent": "systemd-heartbeat"})
+        connection.request("POST", path, body=payload, headers=headers)
         response = connection.getresponse()
         return response.status, response.reason, response.read(2048).decode("utf-8", "replace")
     except http.client.HTTPException as error:
@@ -880,7 +923,7 @@ def spool_trim(state_dir: str, max_bytes: float, max_age: float, now: float) -> 
     return dropped
 
 
-def spool_replay(url: str, state_dir: str | None, timeout: float) -> tuple[int, int, str | None]:
+def spool_replay(endpoint: Endpoint, state_dir: str | None, timeout: float) -> tuple[int, int, str | None]:
     """Push waiting payloads oldest first, for at most `timeout` seconds.
 
     Returns (sent, corrupt, error): a payload the endpoint refuses (HTTP 4xx) or that is not
@@ -898,7 +941,7 @@ def spool_replay(url: str, state_dir: str | None, timeout: float) -> tuple[int, 
                 payload = handle.read()
             if not payload.startswith(b"\x1f\x8b"):
                 raise PushRejected("not a gzip file")
-            post_payload(url, payload, remaining)
+            post_payload(endpoint, payload, remaining)
         except PushRejected as error:
             print(f"systemd-heartbeat: warning: skipping spooled {os.path.basename(path)}: {error}", file=sys.stderr)
             corrupt += 1
@@ -961,7 +1004,7 @@ def tick(patterns: list[str], host: str, state_dir: str | None, timeout: float, 
 
 USAGE = """usage: systemd-heartbeat [--url URL] [--unit NAME]... [--allowlist FILE] [--host NAME]
                          [--timeout SECONDS] [--state-dir DIR] [--spool-max-bytes N]
-                         [--spool-max-age SECONDS] [--dry-run]
+                         [--spool-max-age SECONDS] [--auth-file FILE] [--ca-file FILE] [--dry-run]
 
 Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/HTTP).
 
@@ -979,6 +1022,11 @@ Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/
                      SYSTEMD_HEARTBEAT_SPOOL_MAX_BYTES; default 52428800)
   --spool-max-age SECONDS  drop spooled payloads older than this (env
                      SYSTEMD_HEARTBEAT_SPOOL_MAX_AGE; default 86400)
+  --auth-file FILE   credentials for the endpoint, first line 'Bearer <token>' or
+                     'Basic <user>:<password>'; must be private (env SYSTEMD_HEARTBEAT_AUTH_FILE;
+                     default: the systemd credential otlp-auth, if the service loads one)
+  --ca-file FILE     CA certificates to verify an https endpoint with (env SYSTEMD_HEARTBEAT_CA_FILE;
+                     default: the system's); verification is always on
   --dry-run          print the samples that would be pushed, one per line, and push nothing
   -h, --help         show this help
 """
@@ -996,12 +1044,17 @@ class Settings:
         self.state_dir = environ.get("STATE_DIRECTORY") or None
         self.spool_max_bytes = environ.get("SYSTEMD_HEARTBEAT_SPOOL_MAX_BYTES") or str(DEFAULT_SPOOL_MAX_BYTES)
         self.spool_max_age = environ.get("SYSTEMD_HEARTBEAT_SPOOL_MAX_AGE") or str(DEFAULT_SPOOL_MAX_AGE)
+        # a systemd credential (LoadCredential=otlp-auth:...) is picked up without a flag
+        credential = os.path.join(environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent", "otlp-auth")
+        self.auth_file = environ.get("SYSTEMD_HEARTBEAT_AUTH_FILE") or (
+            credential if os.path.exists(credential) else None)
+        self.ca_file = environ.get("SYSTEMD_HEARTBEAT_CA_FILE") or None
         self.dry_run = False
 
 
 VALUE_FLAGS = {"--url": "url", "--unit": "unit", "--allowlist": "allowlist", "--host": "host",
                "--timeout": "timeout", "--state-dir": "state_dir", "--spool-max-bytes": "spool_max_bytes",
-               "--spool-max-age": "spool_max_age"}
+               "--spool-max-age": "spool_max_age", "--auth-file": "auth_file", "--ca-file": "ca_file"}
 
 
 def parse_args(argv: list[str], environ=os.environ) -> Settings:
@@ -1078,12 +1131,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     time_ns = int(snapshot.wall * 1e9)
     payload = gzip(encode_request(samples, {"host": args.host}, time_ns))
+    try:
+        endpoint = Endpoint(args.url, read_authorization(args.auth_file) if args.auth_file else None, args.ca_file)
+    except HeartbeatError as error:
+        print(f"systemd-heartbeat: {error}", file=sys.stderr)
+        return 1
     failure = None
     if waiting:  # older payloads first, so VictoriaMetrics gets every tick in order
-        _, _, failure = spool_replay(args.url, args.state_dir, args.timeout)
+        _, _, failure = spool_replay(endpoint, args.state_dir, args.timeout)
     if failure is None:
         try:
-            post_payload(args.url, payload, args.timeout)
+            post_payload(endpoint, payload, args.timeout)
         except PushRejected as error:
             print(f"systemd-heartbeat: {error}", file=sys.stderr)
             return 1

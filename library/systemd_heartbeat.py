@@ -51,6 +51,27 @@ options:
       - Verify the TLS certificate of an https endpoint.
     type: bool
     default: true
+  ca_path:
+    description:
+      - CA certificates (PEM) to verify an https endpoint with, instead of the system's.
+    type: path
+  bearer_token:
+    description:
+      - "Sent as C(Authorization: Bearer <token>). Never logged."
+    type: str
+  url_username:
+    description:
+      - User for HTTP basic authentication.
+    type: str
+  url_password:
+    description:
+      - Password for HTTP basic authentication. Never logged.
+    type: str
+  force_basic_auth:
+    description:
+      - Send the basic credentials with the first request rather than after a 401 challenge.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -161,9 +182,12 @@ def unit_report(unit: dict, snapshot) -> dict:
 
 
 def push(module: AnsibleModule, url: str, body: bytes, timeout: float) -> None:
-    """POST through Ansible's own HTTP client (proxies, TLS settings); fail with status and message."""
-    response, info = fetch_url(module, url, data=gzip(body), method="POST", timeout=timeout, headers={
-        "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    """POST through Ansible's own HTTP client (proxies, TLS, basic auth); fail with status and message."""
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    if module.params["bearer_token"]:
+        headers["Authorization"] = "Bearer " + module.params["bearer_token"]
+    response, info = fetch_url(module, url, data=gzip(body), method="POST", timeout=timeout, headers=headers,
+                               ca_path=module.params["ca_path"], force=True)
     status = info.get("status", -1)
     if not 200 <= status < 300:
         message = (info.get("body") or b"").decode("utf-8", "replace").strip() or info.get("msg", "")
@@ -180,6 +204,12 @@ def main() -> None:
             "push": {"type": "bool", "default": True},
             "timeout": {"type": "float", "default": 10},
             "validate_certs": {"type": "bool", "default": True},
+            "ca_path": {"type": "path"},
+            "bearer_token": {"type": "str", "no_log": True},
+            "url_username": {"type": "str"},
+            "url_password": {"type": "str", "no_log": True},
+            # fetch_url sends basic credentials up front only when asked to
+            "force_basic_auth": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )

@@ -151,3 +151,28 @@ def test_state_absent_removes_everything(tmp_path):
     assert left.stdout.strip() == ""
     again = ansible_playbook(inventory, "-e", "systemd_monitoring_state=absent")
     assert again.returncode == 0 and again.recap(FRESH_HOST)["changed"] == 0
+
+
+def test_endpoint_credentials_stay_secret(tmp_path):
+    """A bearer token reaches the host only as a root-only credential file loaded by systemd:
+    not in Ansible's output, not on a command line, not in a world-readable file."""
+    inventory = write_inventory(tmp_path, {"lab-host4": lab_host("lab-host4")})
+    token = "tok-" + os.urandom(8).hex()
+    run = ansible_playbook(inventory, "-e", json.dumps({"systemd_monitoring_otlp_bearer_token": token}))
+    try:
+        assert run.returncode == 0, run.output[-3000:]
+        assert token not in run.output
+        listing = on_host("lab-host4", "stat -c '%a %U %G' /etc/systemd-heartbeat/otlp-auth").stdout.split()
+        assert listing == ["600", "root", "root"]
+        unit = on_host("lab-host4", "systemctl cat systemd-heartbeat.service").stdout
+        assert "LoadCredential=otlp-auth:/etc/systemd-heartbeat/otlp-auth" in unit and token not in unit
+        assert token not in on_host("lab-host4", "cat /etc/systemd-heartbeat/heartbeat.env").stdout
+        assert on_host("lab-host4", "systemctl start systemd-heartbeat.service").returncode == 0
+        readable = on_host("lab-host4", f"grep -rl {token} /etc /usr/local /var/lib/systemd-heartbeat "
+                                        "2>/dev/null | xargs -r stat -c '%a %n'").stdout.split("\n")
+        assert [line for line in readable if line and not line.startswith("600 ")] == []
+    finally:
+        restored = ansible_playbook(inventory)
+    assert restored.returncode == 0
+    assert on_host("lab-host4", "test -e /etc/systemd-heartbeat/otlp-auth").returncode != 0
+    assert "LoadCredential" not in on_host("lab-host4", "systemctl cat systemd-heartbeat.service").stdout

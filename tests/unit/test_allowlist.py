@@ -24,6 +24,7 @@ foo\\x2dbar.service
     ("foo/bar.service", "character '/' is not allowed"),
     ("foo.servcie", "unknown unit type '.servcie'"),
     ("@foo.service", "cannot start with"),
+    (".hidden.service", "cannot start with"),
     ("x" * 300 + ".service", "longer than 255"),
 ])
 def test_bad_entry_names_file_line_and_entry(heartbeat, line, reason):

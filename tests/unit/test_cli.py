@@ -44,7 +44,10 @@ def run_heartbeat(env, *args):
 class Recorder(http.server.BaseHTTPRequestHandler):
     status, message, bodies = 204, b"", []
 
+    authorizations: list = []
+
     def do_POST(self):
+        self.authorizations.append(self.headers.get("Authorization"))
         self.bodies.append((self.headers["Content-Type"], self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(self.status)
         self.send_header("Content-Length", str(len(self.message)))
@@ -57,7 +60,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    Recorder.bodies = []
+    Recorder.bodies, Recorder.authorizations = [], []
     httpd = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -275,3 +278,92 @@ def test_an_endpoint_that_never_answers_ends_the_tick_within_its_budget(fake_sys
     hole.close()
     assert done.returncode == 1 and "timed out (spooled; 1 waiting)" in done.stderr
     assert elapsed < 3, elapsed
+
+
+# ---- secrets and TLS
+
+@pytest.mark.parametrize("line, header", [
+    ("Bearer s3cret-token", "Bearer s3cret-token"),
+    ("Basic vm:pa ss", "Basic dm06cGEgc3M="),
+])
+def test_credentials_file_sets_the_authorization_header(fake_systemctl, server, tmp_path, line, header):
+    secret = tmp_path / "otlp-auth"
+    secret.write_text(line + "\n")
+    secret.chmod(0o600)
+    done = run_heartbeat(fake_systemctl, "--url", url_of(server), "--auth-file", str(secret))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert Recorder.authorizations == [header]
+
+
+def test_a_systemd_credential_is_picked_up_without_a_flag(fake_systemctl, server, tmp_path):
+    (tmp_path / "otlp-auth").write_text("Bearer from-credential\n")
+    (tmp_path / "otlp-auth").chmod(0o400)
+    done = run_heartbeat(dict(fake_systemctl, CREDENTIALS_DIRECTORY=str(tmp_path)), "--url", url_of(server))
+    assert done.returncode == 0 and Recorder.authorizations == ["Bearer from-credential"]
+
+
+def test_a_world_readable_credentials_file_is_refused_without_echoing_it(fake_systemctl, server, tmp_path):
+    secret = tmp_path / "otlp-auth"
+    secret.write_text("Bearer do-not-print-me\n")
+    secret.chmod(0o644)
+    done = run_heartbeat(fake_systemctl, "--url", url_of(server), "--auth-file", str(secret))
+    assert done.returncode == 1 and Recorder.bodies == []
+    assert done.stderr == (f"systemd-heartbeat: credentials {secret} are readable by group or others (mode 0644); "
+                           "make them private: chmod 600, or a systemd credential\n")
+    assert "do-not-print-me" not in done.stdout + done.stderr
+
+
+def test_a_malformed_credentials_file_is_refused_without_echoing_it(fake_systemctl, tmp_path):
+    secret = tmp_path / "otlp-auth"
+    secret.write_text("token do-not-print-me\n")
+    secret.chmod(0o600)
+    done = run_heartbeat(fake_systemctl, "--auth-file", str(secret))
+    assert done.returncode == 1 and "'Bearer <token>' or 'Basic <user>:<password>'" in done.stderr
+    assert "do-not-print-me" not in done.stderr
+
+
+@pytest.fixture()
+def tls_server(tmp_path):
+    """An https endpoint on loopback with a certificate from a throwaway CA."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    Recorder.bodies, Recorder.authorizations = [], []
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem")
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"https://localhost:{httpd.server_address[1]}/opentelemetry/v1/metrics", tmp_path / "ca.pem"
+    httpd.shutdown()
+
+
+def test_https_is_verified_against_the_ca_file(fake_systemctl, tls_server):
+    url, ca = tls_server
+    done = run_heartbeat(fake_systemctl, "--url", url, "--ca-file", str(ca))
+    assert (done.returncode, done.stderr) == (0, "") and len(Recorder.bodies) == 1
+
+
+def test_https_with_an_unknown_ca_is_refused(fake_systemctl, tls_server):
+    url, _ = tls_server
+    done = run_heartbeat(fake_systemctl, "--url", url)
+    assert done.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in done.stderr and Recorder.bodies == []

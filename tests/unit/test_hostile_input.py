@@ -64,7 +64,8 @@ def systemd_escape(raw: str) -> str:
         if char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index > 0)):
             out.append(char)
         elif char == "/":
-            out.append("-")
+            if out and out[-1] != "-":
+                out.append("-")  # a path separator; leading and repeated ones are dropped
         else:
             out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
     return "".join(out)
