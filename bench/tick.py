@@ -3,7 +3,7 @@
 
     sudo .venv/bin/python bench/tick.py [--sizes 10,50,200] [--repeat 7]
 
-For each size N it loads N units on lab-host1 (oneshot services that stay active, one in
+For each size N it loads N units on lab-host6 (booted for the benchmark, nothing else on it) (oneshot services that stay active, one in
 ten failing, as a real box has some), allowlists exactly them, and measures inside the
 host, alternating: the bare batched `systemctl show` of the N units with the heartbeat's
 properties (the floor: no tool can read them faster through systemctl), and one full
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 import lab  # noqa: E402
 
-HOST = "lab-host1"
+HOST = "lab-host6"  # a host of its own: no heartbeat timer or vmalert of the demo running beside it
 # the role's launcher template, rendered by hand
 LAUNCHER = "".join(line for line in (ROOT / "roles/systemd_monitoring/templates/systemd-heartbeat.j2")
                    .read_text().splitlines(keepends=True) if "ansible_managed" not in line) \
@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="10,50,200")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    lab.up(2)
+    lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
     url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
     # installed the way the role installs it: a precompiled module and a small launcher
     lab.ssh(HOST, "mkdir -p /opt/bench/lib && cat > /opt/bench/lib/systemd_heartbeat.py && "
