@@ -1,0 +1,203 @@
+# SPDX-License-Identifier: MIT
+"""Ansible filter: the systemd-monitoring Grafana dashboard, built as data from the allowlist.
+
+    {{ systemd_monitoring_units | systemd_monitoring_dashboard(title=..., uid=...) | to_nice_json }}
+
+The dashboard is a dict, serialised by the caller: no JSON is ever assembled as text, and
+Grafana's own templates ("{{host}}" in legends) are plain strings in the data, so Jinja never
+sees them as templates. Plain Python with no Ansible import, so tests import it directly.
+
+Layout: an overview row (failed units on every host, stale timers, the heartbeat's health per
+host, restart-loop and stale-timer alerts firing), then one row per load-bearing unit whose
+panels depend on its type (service, timer, anything else). Globs in the allowlist get a row
+that shows every matching unit.
+"""
+from __future__ import annotations
+
+SCHEMA_VERSION = 39
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+STATE_COLOURS = {
+    "active": "green", "reloading": "blue", "activating": "yellow", "deactivating": "yellow",
+    "inactive": "text", "failed": "red", "maintenance": "orange", "refreshing": "blue",
+}
+LOAD_COLOURS = {"loaded": "green", "not-found": "red", "masked": "orange", "bad-setting": "red", "error": "red"}
+WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 24, 1, 5
+
+
+def selector(unit: str) -> str:
+    """A label matcher for an allowlist entry: exact names verbatim, globs as a regex.
+
+    Written for a double-quoted MetricsQL string: a literal backslash (from \\x2d escapes) is
+    doubled; regex metacharacters go in brackets, which needs no backslash at all.
+    """
+    if not any(c in unit for c in "*?["):
+        return 'unit="' + unit.replace("\\", "\\\\") + '"'
+    regex, in_class = [], False
+    for index, char in enumerate(unit):
+        if in_class:
+            regex.append("^" if char == "!" and unit[index - 1] == "[" else char)
+            in_class = char != "]"
+        elif char == "[":
+            regex.append(char)
+            in_class = True
+        elif char == "*":
+            regex.append(".*")
+        elif char == "?":
+            regex.append(".")
+        elif char == "\\":
+            regex.append("\\\\\\\\")  # a regex-escaped backslash, escaped again for the string
+        elif char in ".+()^$|{}":
+            regex.append(f"[{char}]")
+        else:
+            regex.append(char)
+    return 'unit=~"' + "".join(regex) + '"'
+
+
+def target(expr: str, legend: str = "{{host}}", instant: bool = False, table: bool = False) -> dict:
+    spec = {"refId": "A", "datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
+            "instant": instant, "range": not instant}
+    if table:
+        spec["format"] = "table"
+    return spec
+
+
+def panel(kind: str, title: str, description: str, unit: str, targets: list[dict], **extra) -> dict:
+    spec = {"type": kind, "title": title, "description": description, "datasource": DATASOURCE,
+            "targets": targets, "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}, "options": {}}
+    for key, value in extra.items():
+        if key == "defaults":
+            spec["fieldConfig"]["defaults"].update(value)
+        else:
+            spec[key] = value
+    return spec
+
+
+def text_mappings(colours: dict[str, str]) -> list[dict]:
+    return [{"type": "value", "options": {state: {"text": state, "color": colour, "index": index}}}
+            for index, (state, colour) in enumerate(colours.items())]
+
+
+def stat_options(field: str | None = None) -> dict:
+    options = {"reduceOptions": {"calcs": ["lastNotNull"], "values": False, "fields": ""},
+               "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "textMode": "value_and_name",
+               "orientation": "auto"}
+    if field:
+        options["reduceOptions"]["fields"] = f"/^{field}$/"
+    return options
+
+
+def state_panel(match: str) -> dict:
+    return panel("stat", "State", "ActiveState of the unit on each host (LoadState shows a missing unit).", "none",
+                 [target(f'systemd_unit_info{{host=~"$host", {match}}}', instant=True, table=True)],
+                 options=stat_options("active_state"), defaults={"mappings": text_mappings(STATE_COLOURS)})
+
+
+def unit_row_panels(unit: str) -> list[dict]:
+    match = selector(unit)
+    kind = unit.rsplit(".", 1)[-1] if "." in unit and not unit.endswith("*") else "service"
+    panels = [state_panel(match)]
+    if kind == "timer":
+        panels += [
+            panel("stat", "Since last trigger", "Seconds since the timer last fired (since it was activated if it "
+                  "never fired since boot).", "s",
+                  [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')],
+                  options=stat_options(), defaults={"thresholds": {"mode": "absolute", "steps": [
+                      {"color": "green", "value": None}]}}),
+            panel("stat", "Interval", "The timer's own period, from its schedule; a stale alert fires after twice "
+                  "this (or the inventory's override).", "s",
+                  [target(f'systemd_timer_interval_seconds{{host=~"$host", {match}}}')], options=stat_options()),
+            panel("timeseries", "Since last trigger over time", "A saw-tooth is healthy; a ramp means the timer "
+                  "stopped firing.", "s",
+                  [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+        ]
+    elif kind == "service":
+        panels += [
+            panel("stat", "Restarts", "Restarts systemd made (Restart=) within the dashboard's time range.", "none",
+                  [target(f'increase_prometheus(systemd_unit_restart_count_total{{host=~"$host", {match}}}'
+                          f'[$__range])', instant=True)], options=stat_options(),
+                  defaults={"decimals": 0, "thresholds": {"mode": "absolute", "steps": [
+                      {"color": "green", "value": None}, {"color": "orange", "value": 1},
+                      {"color": "red", "value": 4}]}}),
+            panel("stat", "Last exit status", "ExecMainStatus: the exit code, or the signal number when killed "
+                  "(9 = SIGKILL).", "none",
+                  [target(f'systemd_unit_last_exit_status{{host=~"$host", {match}}}')], options=stat_options(),
+                  defaults={"decimals": 0, "thresholds": {"mode": "absolute", "steps": [
+                      {"color": "green", "value": None}, {"color": "red", "value": 1}]}}),
+            panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is. For a "
+                  "oneshot job, since its last run.", "s",
+                  [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+        ]
+    else:
+        panels.append(panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is.",
+                            "s", [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]))
+    return panels
+
+
+def overview_panels() -> list[dict]:
+    alerts = "SystemdUnitRestartLoop|SystemdTimerStale"
+    return [
+        panel("table", "Failed units", "Every failed unit on each host, allowlisted or not.", "none",
+              [target('systemd_unit_info{host=~"$host", active_state="failed"}', instant=True, table=True)]),
+        panel("table", "Stale timers", "Timers that have not fired for more than twice their own interval.", "s",
+              [target('systemd_unit_seconds_since_active{host=~"$host", unit=~".+[.]timer"} > on(host, unit) '
+                      '(2 * systemd_timer_interval_seconds)', instant=True, table=True)]),
+        panel("stat", "Heartbeat: since last push", "Seconds since each host last pushed; above 3 intervals the "
+              "heartbeat-missing alert fires.", "s",
+              [target('lag(systemd_heartbeat_up{host=~"$host"}[1d])', instant=True)], options=stat_options(),
+              defaults={"thresholds": {"mode": "absolute", "steps": [
+                  {"color": "green", "value": None}, {"color": "red", "value": 90}]}}),
+        panel("table", "Alerts firing", "Restart-loop and stale-timer alerts firing now (vmalert's ALERTS series).",
+              "none", [target(f'ALERTS{{alertstate="firing", alertname=~"{alerts}", host=~"$host"}}',
+                              instant=True, table=True)]),
+        panel("timeseries", "Heartbeat: units reported", "How many units each host's heartbeat reports.", "none",
+              [target('systemd_heartbeat_units_reported{host=~"$host"}')]),
+        panel("timeseries", "Heartbeat: collection time", "How long each tick's systemctl calls took.", "s",
+              [target('systemd_heartbeat_collect_duration_seconds{host=~"$host"}')]),
+    ]
+
+
+def place(rows: list[tuple[str, list[dict]]]) -> list[dict]:
+    """Rows of panels on Grafana's 24-column grid, four panels a line; ids from 1."""
+    placed, y, next_id = [], 0, 1
+    for title, panels in rows:
+        placed.append({"type": "row", "title": title, "collapsed": False, "id": next_id, "panels": [],
+                       "gridPos": {"x": 0, "y": y, "w": WIDTH, "h": ROW_HEIGHT}})
+        next_id += 1
+        y += ROW_HEIGHT
+        width = WIDTH // min(4, len(panels))
+        for index, spec in enumerate(panels):
+            if index and index % 4 == 0:
+                y += PANEL_HEIGHT
+            spec = dict(spec, id=next_id, gridPos={"x": (index % 4) * width, "y": y, "w": width, "h": PANEL_HEIGHT})
+            placed.append(spec)
+            next_id += 1
+        y += PANEL_HEIGHT
+    return placed
+
+
+def systemd_monitoring_dashboard(units: list[str], title: str = "systemd units", uid: str = "systemd-units",
+                                 refresh: str = "30s") -> dict:
+    """The whole dashboard for an allowlist."""
+    rows = [("Overview", overview_panels())] + [(unit, unit_row_panels(unit)) for unit in units]
+    return {
+        "uid": uid, "title": title, "tags": ["systemd", "systemd-monitoring"], "timezone": "browser",
+        "editable": True, "graphTooltip": 1, "schemaVersion": SCHEMA_VERSION, "version": 1, "refresh": refresh,
+        "time": {"from": "now-24h", "to": "now"}, "fiscalYearStartMonth": 0, "liveNow": False,
+        "description": "Generated by systemd-monitoring from the inventory's allowlist; edits are overwritten.",
+        "annotations": {"list": []}, "links": [],
+        "templating": {"list": [
+            {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
+             "hide": 0, "refresh": 1, "options": [], "regex": ""},
+            {"type": "query", "name": "host", "label": "Host", "datasource": DATASOURCE,
+             "query": {"query": "label_values(systemd_heartbeat_up, host)", "refId": "host"},
+             "definition": "label_values(systemd_heartbeat_up, host)", "refresh": 2, "multi": True,
+             "includeAll": True, "current": {"text": "All", "value": "$__all"}, "hide": 0, "options": [],
+             "regex": "", "sort": 1},
+        ]},
+        "panels": place(rows),
+    }
+
+
+class FilterModule:
+    def filters(self):
+        return {"systemd_monitoring_dashboard": systemd_monitoring_dashboard}

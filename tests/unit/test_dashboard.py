@@ -1,0 +1,91 @@
+"""The dashboard's structure, from the generator and as the role renders it through Jinja."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import ROOT
+from helpers_dashboard import systemd_dashboard
+
+UNITS = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
+    "systemd_monitoring_units"] + ["*-server.service", "foo\\x2dbar.service", "media.mount"]
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    return systemd_dashboard.systemd_monitoring_dashboard(UNITS)
+
+
+def test_one_row_per_unit_after_the_overview(dashboard):
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Overview", *UNITS]
+
+
+def test_unique_ids_and_grid_within_24_columns_without_overlap(dashboard):
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for spec in dashboard["panels"]:
+        pos = spec["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, spec["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{spec['title']} overlaps at {(x, y)}"
+                cells.add((x, y))
+
+
+def test_every_panel_has_datasource_unit_title_and_description(dashboard):
+    for spec in dashboard["panels"]:
+        if spec["type"] == "row":
+            continue
+        assert spec["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert spec["title"] and spec["description"]
+        assert spec["fieldConfig"]["defaults"]["unit"]
+        assert all(t["datasource"] == spec["datasource"] and t["expr"] for t in spec["targets"])
+
+
+def test_variables(dashboard):
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["host"]["definition"] == "label_values(systemd_heartbeat_up, host)"
+    assert variables["host"]["multi"] and variables["host"]["includeAll"]
+
+
+def test_state_panel_maps_states_to_colours(dashboard):
+    state = next(p for p in dashboard["panels"] if p["title"] == "State")
+    mapped = {k: v["color"] for m in state["fieldConfig"]["defaults"]["mappings"] for k, v in m["options"].items()}
+    assert mapped["active"] == "green" and mapped["failed"] == "red" and mapped["inactive"] == "text"
+
+
+def test_glob_and_escaped_names_become_valid_matchers(dashboard):
+    exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert any('unit=~".*-server[.]service"' in e for e in exprs)
+    assert any('unit="foo\\\\x2dbar.service"' in e for e in exprs)
+
+
+def rendered_by_the_role(tmp_path: Path) -> dict:
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Render the dashboard", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"systemd_monitoring_dashboard_path": str(tmp_path / "systemd.json"),
+                 "systemd_monitoring_dashboard_units": UNITS},
+        "roles": [{"role": "systemd_monitoring_dashboard"}]}]))
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return json.loads((tmp_path / "systemd.json").read_text())
+
+
+def test_the_role_writes_exactly_the_generated_data_and_grafana_templates_survive_jinja(tmp_path, dashboard):
+    written = rendered_by_the_role(tmp_path)
+    assert written == dashboard
+    text = json.dumps(written)
+    legends = {t["legendFormat"] for p in written["panels"] if p["type"] != "row" for t in p["targets"]}
+    assert legends == {"{{host}}"}
+    assert not re.search(r"\{\{ |\{%|\}\} |None|True|False|<[a-z]+ object", text.replace("false", "").replace("true", ""))
