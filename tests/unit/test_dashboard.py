@@ -89,3 +89,18 @@ def test_the_role_writes_exactly_the_generated_data_and_grafana_templates_surviv
     legends = {t["legendFormat"] for p in written["panels"] if p["type"] != "row" for t in p["targets"]}
     assert legends == {"{{host}}"}
     assert not re.search(r"\{\{ |\{%|\}\} |None|True|False|<[a-z]+ object", text.replace("false", "").replace("true", ""))
+
+
+def test_the_committed_layout_picture_is_current():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/dashboard-picture.py")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (ROOT / "docs/dashboard-layout.svg").read_text() == done.stdout, \
+        "run: python3 scripts/dashboard-picture.py > docs/dashboard-layout.svg"
+
+
+def test_ansible_doc_renders_the_grafana_module():
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-M", str(ROOT / "library"),
+                           "grafana_dashboard"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "folder_uid" in done.stdout and "check_mode" in done.stdout

@@ -1,0 +1,87 @@
+"""The role's import through Grafana's HTTP API, against a stand-in that implements the
+documented subset of the API (tests/grafana_standin.py; no Grafana server can be installed
+here): create, update in place, no change when unchanged, check mode, a bad token, a version
+mismatch, and the token never printed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grafana_standin import GrafanaStandIn
+from helpers import ROOT
+
+TOKEN = "glsa_standin_0123456789abcdef"
+
+
+@pytest.fixture()
+def grafana():
+    standin = GrafanaStandIn(TOKEN)
+    yield standin
+    standin.close()
+
+
+def apply(tmp_path: Path, grafana, units, token=TOKEN, *args: str, **extra):
+    playbook = tmp_path / "import.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Import the dashboard", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "roles": [{"role": "systemd_monitoring_dashboard"}]}]))
+    variables = {"systemd_monitoring_dashboard_units": units,
+                 "systemd_monitoring_dashboard_path": str(tmp_path / "systemd.json"),
+                 "systemd_monitoring_dashboard_grafana_url": grafana.url,
+                 "systemd_monitoring_dashboard_grafana_token": token,
+                 "systemd_monitoring_dashboard_grafana_folder_uid": "infrastructure", **extra}
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook),
+                           "-e", json.dumps(variables), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+                               "PATH": "/usr/bin:/bin"})
+    return done.returncode, done.stdout + done.stderr
+
+
+def import_task_changed(output: str) -> bool:
+    block = output.split("Import the dashboard into Grafana", 1)[1].split("TASK", 1)[0]
+    return "changed:" in block
+
+
+def test_create_then_unchanged_then_update_in_place(tmp_path, grafana):
+    rc, out = apply(tmp_path, grafana, ["a.service"])
+    assert rc == 0 and import_task_changed(out), out[-2000:]
+    stored = grafana.dashboards["systemd-units"]
+    assert stored["folderUid"] == "infrastructure" and stored["dashboard"]["version"] == 1
+    rc, out = apply(tmp_path, grafana, ["a.service"])
+    assert rc == 0 and not import_task_changed(out) and grafana.posts == 1
+    rc, out = apply(tmp_path, grafana, ["a.service", "b.timer"])
+    assert rc == 0 and import_task_changed(out) and grafana.posts == 2
+    stored = grafana.dashboards["systemd-units"]
+    assert stored["dashboard"]["version"] == 2 and stored["folderUid"] == "infrastructure"
+    assert [p["title"] for p in stored["dashboard"]["panels"] if p["type"] == "row"] == ["Overview", "a.service",
+                                                                                         "b.timer"]
+    assert TOKEN not in out
+
+
+def test_check_mode_shows_the_change_and_imports_nothing(tmp_path, grafana):
+    apply(tmp_path, grafana, ["a.service"])
+    rc, out = apply(tmp_path, grafana, ["a.service", "c.service"], TOKEN, "--check", "--diff")
+    assert rc == 0 and import_task_changed(out) and grafana.posts == 1
+    assert '+        "title": "c.service"' in out or '"c.service"' in out
+
+
+def test_a_bad_token_fails_with_grafanas_message_and_is_never_printed(tmp_path, grafana):
+    rc, out = apply(tmp_path, grafana, ["a.service"], "wrong-token-do-not-print")
+    assert rc != 0
+    assert "HTTP 401: invalid API key (the token is wrong or expired)" in out
+    assert "wrong-token-do-not-print" not in out and grafana.posts == 0
+
+
+def test_a_version_mismatch_without_overwrite_fails_clearly(tmp_path, grafana):
+    apply(tmp_path, grafana, ["a.service"])
+    grafana.edit_after_read = True
+    rc, out = apply(tmp_path, grafana, ["a.service", "b.timer"], TOKEN,
+                    systemd_monitoring_dashboard_grafana_overwrite=False)
+    assert rc != 0
+    assert ("HTTP 412: The dashboard has been changed by someone else (changed in Grafana since; "
+            "set overwrite to replace it)") in out
