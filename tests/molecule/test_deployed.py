@@ -24,11 +24,17 @@ def on_host(host: str, command: str) -> subprocess.CompletedProcess:
 
 
 def tick_now(host: str) -> float:
-    """Run the installed heartbeat service once, synchronously, as the timer would."""
-    before = time.time()
+    """Run the installed heartbeat service once, synchronously, as the timer would.
+
+    `systemctl start` joins a run the timer already started, which may have read the old
+    allowlist; so start twice and return a moment between the two: only the second run's
+    push is later than it.
+    """
+    assert on_host(host, "systemctl start systemd-heartbeat.service").returncode == 0
+    between = time.time()
     done = on_host(host, "systemctl start systemd-heartbeat.service")
     assert done.returncode == 0, done.stderr
-    return before
+    return between
 
 
 def test_both_hosts_report_with_distinct_host_labels(victoria):
