@@ -122,6 +122,33 @@ def tool(name: str) -> str:
     return str(ensure_tools() / name)
 
 
+PEERS = CACHE / "debian-sid"  # prometheus-systemd-exporter (only in sid) and node_exporter, for benchmarks
+PEER_PACKAGES = ("prometheus-systemd-exporter", "prometheus-node-exporter")
+
+
+def peer(name: str) -> str:
+    """A peer exporter's binary, fetched from Debian unstable once (a private sources list, as for
+    the tools) and unpacked into the cache; the binaries are static Go and run on Debian 12."""
+    binary = PEERS / "root/usr/bin" / name
+    if not binary.exists():
+        apt = PEERS / "apt"
+        for sub in ("lists/partial", "cache/archives/partial", "sources.d"):
+            (apt / sub).mkdir(parents=True, exist_ok=True)
+        (apt / "sources.list").write_text(f"deb {DEBIAN_MIRROR} sid main\n")
+        options = ["-o", f"Dir::Etc::SourceList={apt}/sources.list", "-o", f"Dir::Etc::SourceParts={apt}/sources.d",
+                   "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache",
+                   "-o", "APT::Sandbox::User=root"]
+        log("fetching the peer exporters from Debian unstable (once)")
+        run(["apt-get", *options, "update", "-qq"], stdout=subprocess.DEVNULL)
+        debs = PEERS / "debs"
+        shutil.rmtree(debs, ignore_errors=True)
+        debs.mkdir(parents=True)
+        run(["apt-get", *options, "download", *PEER_PACKAGES], cwd=debs, stdout=subprocess.DEVNULL)
+        for deb in sorted(debs.glob("*.deb")):
+            run(["dpkg-deb", "-x", str(deb), str(PEERS / "root")])
+    return str(binary)
+
+
 # ------------------------------------------------------------------ hosts
 
 def host_names(count: int, first: int = 1) -> list[str]:

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Benchmark against the peers, side by side, in one run on one lab host.
+
+    sudo .venv/bin/python bench/peers.py [--sizes 12,200,1000] [--repeat 7]
+
+For each N, lab-host6 (booted for this, nothing else on it) gets N units to monitor, named
+bench-NNNN: oneshot services that stay active, one in ten failed, one in ten a timer. Then,
+inside the host, alternating, REPEAT times:
+  - one heartbeat tick (the launcher the role installs; allowlist = the N names), wall and CPU
+    of the process and its children, and the gzipped bytes it pushes;
+  - one scrape of prometheus-systemd-exporter 0.7 (Debian unstable) restricted with
+    --systemd.collector.unit-include='bench-.+', restart counts on;
+  - one scrape of prometheus-node-exporter (Debian unstable) with only its systemd collector,
+    restricted the same way, restart metrics on.
+For the exporters: wall time of the scrape, CPU the exporter process spent on it (from
+/proc/PID/stat), gzipped bytes on the wire, and the resident memory it holds between scrapes.
+Prints a Markdown table with the ratios against the best peer at each N.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lab"))
+sys.path.insert(0, str(ROOT / "bench"))
+import lab  # noqa: E402
+from tick import LAUNCHER, machine  # noqa: E402
+
+HOST = "lab-host6"
+
+
+def load_units(count: int) -> list[str]:
+    names, script = [], ["set -e", "rm -f /etc/systemd/system/bench-*"]
+    for i in range(count):
+        if i % 10 == 5:
+            name = f"bench-{i:04d}.timer"
+            script.append(f"printf '[Timer]\\nOnCalendar=*-*-* 03:00:00\\nUnit=bench-0000.service\\n' > /etc/systemd/system/{name}")
+        else:
+            name = f"bench-{i:04d}.service"
+            command = "/bin/false" if i % 10 == 9 else "/bin/true"
+            script.append(f"printf '[Service]\\nType=oneshot\\nRemainAfterExit=yes\\nExecStart={command}\\n' "
+                          f"> /etc/systemd/system/{name}")
+        names.append(name)
+    script += ["systemctl daemon-reload", "systemctl reset-failed"]
+    for start in range(0, len(names), 200):
+        script.append(f"systemctl start {' '.join(names[start:start + 200])} || true")
+    lab.ssh(HOST, "\n".join(script), timeout=600)
+    return names
+
+
+def cell(result: dict, best: dict | None) -> str:
+    wall, cpu = result["wall_ms"]["median"], result["cpu_ms"]["median"]
+    text = f"{wall} / {cpu} ms, {result['bytes']} B, {result['rss_mb']} MB held"
+    if best:
+        text += f" (x{wall / best['wall_ms']['median']:.2f} wall, x{cpu / max(best['cpu_ms']['median'], 0.1):.2f} CPU)"
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="12,200,1000")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
+    url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
+    lab.ssh(HOST, "mkdir -p /opt/bench/lib /opt/bench/bin && cat > /opt/bench/lib/systemd_heartbeat.py && "
+            "python3 -m compileall -q /opt/bench/lib", input=(ROOT / "files/systemd-heartbeat.py").read_text())
+    lab.ssh(HOST, "cat > /opt/bench/systemd-heartbeat && chmod 0755 /opt/bench/systemd-heartbeat",
+            input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
+    lab.ssh(HOST, "cat > /opt/bench/peers_harness.py", input=(ROOT / "bench/peers_harness.py").read_text())
+    for name in ("prometheus-systemd-exporter", "prometheus-node-exporter"):
+        lab.run(["cp", lab.peer(name), str(lab.host_dir(HOST) / "root/opt/bench/bin" / name)])
+    print(f"Machine: {machine()}; {HOST}: systemd 252, Python 3.11; median of {args.repeat} (min-max in the JSON); "
+          "wall / CPU per collection, gzipped bytes, memory held between collections.\n")
+    print("| N monitored | heartbeat tick (ratio to the best peer) | systemd_exporter 0.7 scrape | "
+          "node_exporter, systemd collector |")
+    print("|---:|---|---|---|")
+    for size in (int(s) for s in args.sizes.split(",")):
+        names = load_units(size)
+        lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
+        loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+        answer = lab.ssh(HOST, ["python3", "/opt/bench/peers_harness.py", "/opt/bench/systemd-heartbeat",
+                                "/opt/bench/allowlist", url, str(args.repeat),
+                                "/opt/bench/bin/prometheus-systemd-exporter", "/opt/bench/bin/prometheus-node-exporter",
+                                "bench-.+", "/opt/bench/lib/systemd_heartbeat.py"], timeout=1800)
+        r = json.loads(answer.stdout)
+        best = min((r["systemd_exporter"], r["node_exporter"]), key=lambda x: x["wall_ms"]["median"])
+        print(f"| {size} ({loaded} loaded) | {cell(r['heartbeat'], best)} | {cell(r['systemd_exporter'], None)} | "
+              f"{cell(r['node_exporter'], None)} |", flush=True)
+        (ROOT / "bench/results").mkdir(exist_ok=True)
+        (ROOT / f"bench/results/peers-{size}.json").write_text(json.dumps(r, indent=2))
+    lab.ssh(HOST, "rm -f /etc/systemd/system/bench-*; systemctl daemon-reload; systemctl reset-failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

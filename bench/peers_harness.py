@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Runs inside a lab host: one heartbeat tick vs one scrape of each peer exporter, same units.
+
+argv: LAUNCHER ALLOWLIST URL REPEAT SYSTEMD_EXPORTER NODE_EXPORTER REGEX HEARTBEAT_MODULE
+Prints one JSON object. Standard library only.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+LAUNCHER, ALLOWLIST, URL, REPEAT, SYSTEMD_EXPORTER, NODE_EXPORTER, REGEX, HEARTBEAT_MODULE = sys.argv[1:9]
+REPEAT = int(REPEAT)
+TICK = os.sysconf("SC_CLK_TCK")
+PEERS = {
+    "systemd_exporter": [SYSTEMD_EXPORTER, "--web.listen-address=127.0.0.1:19558",
+                         f"--systemd.collector.unit-include={REGEX}", "--systemd.collector.enable-restart-count"],
+    "node_exporter": [NODE_EXPORTER, "--web.listen-address=127.0.0.1:19100", "--collector.disable-defaults",
+                      "--collector.systemd", f"--collector.systemd.unit-include={REGEX}",
+                      "--collector.systemd.enable-restarts-metrics"],
+}
+PORTS = {"systemd_exporter": 19558, "node_exporter": 19100}
+
+
+def cpu_ms(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / TICK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def scrape(name: str, pid: int) -> tuple[float, float, int]:
+    request = urllib.request.Request(f"http://127.0.0.1:{PORTS[name]}/metrics", headers={"Accept-Encoding": "gzip"})
+    before = cpu_ms(pid)
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        body = answer.read()
+    wall = (time.perf_counter() - start) * 1000
+    return wall, cpu_ms(pid) - before, len(body)
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    wall = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1000
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
+
+
+def pushed_bytes() -> int:
+    """The gzipped request one tick pushes (the same code the tick runs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hb", HEARTBEAT_MODULE)
+    hb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hb)
+    units = [line.strip() for line in open(ALLOWLIST) if line.strip()]
+    samples, snapshot, _ = hb.tick(units, "bench-peers", None, 30)
+    return len(hb.gzip(hb.encode_request(samples, {"host": "bench-peers"}, int(snapshot.wall * 1e9))))
+
+
+def main() -> None:
+    processes = {name: subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for name, argv in PEERS.items()}
+    try:
+        for name in PEERS:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    scrape(name, processes[name].pid)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        tick_argv = [LAUNCHER, "--allowlist", ALLOWLIST, "--url", URL, "--host", "bench-peers"]
+        timed(tick_argv)
+        results = {"heartbeat": [], **{name: [] for name in PEERS}}
+        rss = {name: [] for name in PEERS}
+        for _ in range(REPEAT):
+            results["heartbeat"].append(timed(tick_argv) + (0,))
+            for name, process in processes.items():
+                results[name].append(scrape(name, process.pid))
+                time.sleep(0.5)  # let the Go runtime settle, then read what it holds between scrapes
+                rss[name].append(rss_mb(process.pid))
+        out = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows]),
+                      "bytes": rows[-1][2]} for name, rows in results.items()}
+        for name in PEERS:
+            out[name]["rss_mb"] = round(statistics.median(rss[name]), 1)
+        out["heartbeat"]["rss_mb"] = 0.0  # a oneshot: nothing runs between ticks
+        out["heartbeat"]["bytes"] = pushed_bytes()
+        print(json.dumps(out))
+    finally:
+        for process in processes.values():
+            process.terminate()
+            process.wait(10)
+
+
+if __name__ == "__main__":
+    main()
