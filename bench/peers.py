@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import LAUNCHER, machine  # noqa: E402
+from tick import install_heartbeat, machine  # noqa: E402
 
 HOST = "lab-host6"
 
@@ -47,7 +47,7 @@ def load_units(count: int) -> list[str]:
     script += ["systemctl daemon-reload", "systemctl reset-failed"]
     for start in range(0, len(names), 200):
         script.append(f"systemctl start {' '.join(names[start:start + 200])} || true")
-    lab.ssh(HOST, "\n".join(script), timeout=600)
+    lab.ssh(HOST, "sh", input="\n".join(script) + "\n", timeout=600)  # as stdin: too long for an argument
     return names
 
 
@@ -66,10 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
     url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
-    lab.ssh(HOST, "mkdir -p /opt/bench/lib /opt/bench/bin && cat > /opt/bench/lib/systemd_heartbeat.py && "
-            "python3 -m compileall -q /opt/bench/lib", input=(ROOT / "files/systemd-heartbeat.py").read_text())
-    lab.ssh(HOST, "cat > /opt/bench/systemd-heartbeat && chmod 0755 /opt/bench/systemd-heartbeat",
-            input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
+    install_heartbeat(HOST)
     lab.ssh(HOST, "cat > /opt/bench/peers_harness.py", input=(ROOT / "bench/peers_harness.py").read_text())
     for name in ("prometheus-systemd-exporter", "prometheus-node-exporter"):
         lab.run(["cp", lab.peer(name), str(lab.host_dir(HOST) / "root/opt/bench/bin" / name)])

@@ -29,6 +29,14 @@ LAUNCHER = "".join(line for line in (ROOT / "roles/systemd_monitoring/templates/
     .replace("{{ _systemd_monitoring_lib_dir }}", "@LIBDIR@")
 
 
+def install_heartbeat(host: str) -> None:
+    """The heartbeat as the role installs it: a precompiled module and the small launcher."""
+    lab.ssh(host, "mkdir -p /opt/bench/lib /opt/bench/bin && cat > /opt/bench/lib/systemd_heartbeat.py && "
+            "python3 -m compileall -q /opt/bench/lib", input=(ROOT / "files/systemd-heartbeat.py").read_text())
+    lab.ssh(host, "cat > /opt/bench/systemd-heartbeat && chmod 0755 /opt/bench/systemd-heartbeat",
+            input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
+
+
 def load_units(count: int) -> list[str]:
     names = [f"bench-{i:04d}.service" for i in range(count)]
     script = ["set -e", "rm -f /etc/systemd/system/bench-*.service"]
@@ -38,7 +46,7 @@ def load_units(count: int) -> list[str]:
                       f"> /etc/systemd/system/{name}")
     script += ["systemctl daemon-reload", "systemctl reset-failed",
                f"systemctl start {' '.join(names)} || true"]
-    lab.ssh(HOST, "\n".join(script))
+    lab.ssh(HOST, "sh", input="\n".join(script) + "\n", timeout=600)  # as stdin: too long for an argument
     return names
 
 
@@ -55,11 +63,7 @@ def main() -> int:
     args = parser.parse_args()
     lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
     url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
-    # installed the way the role installs it: a precompiled module and a small launcher
-    lab.ssh(HOST, "mkdir -p /opt/bench/lib && cat > /opt/bench/lib/systemd_heartbeat.py && "
-            "python3 -m compileall -q /opt/bench/lib", input=(ROOT / "files/systemd-heartbeat.py").read_text())
-    lab.ssh(HOST, "cat > /opt/bench/systemd-heartbeat && chmod 0755 /opt/bench/systemd-heartbeat",
-            input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
+    install_heartbeat(HOST)
     lab.ssh(HOST, "cat > /opt/bench/tick_harness.py", input=(ROOT / "bench/tick_harness.py").read_text())
     loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
     print(f"Machine: {machine()}; lab host {HOST}: systemd "

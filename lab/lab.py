@@ -89,32 +89,36 @@ def ensure_rootfs() -> Path:
     return ROOTFS
 
 
-def ensure_tools() -> Path:
-    """Debian 13's victoria-metrics and prometheus-alertmanager, unpacked into the cache.
+def unpack_from_suite(suite: str, packages: tuple[str, ...], into: Path) -> None:
+    """Download Debian packages from another suite and unpack them under into/root.
 
-    apt fetches them from the trixie suite through a private sources list, so the
-    machine's own apt configuration is never touched (works on Debian 12 and 13).
+    apt uses a private sources list and state under `into`, so the machine's own apt
+    configuration is never touched (works on Debian 12 and 13).
     """
-    bindir = TOOLS / "root/usr/bin"
-    wanted = ("victoria-metrics", "vmalert", "vmalert-tool", "prometheus-alertmanager")
-    if all((bindir / b).exists() for b in wanted):
-        return bindir
-    apt = TOOLS / "apt"
+    apt = into / "apt"
     for sub in ("lists/partial", "cache/archives/partial", "sources.d"):
         (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text(f"deb {DEBIAN_MIRROR} trixie main\n")
+    (apt / "sources.list").write_text(f"deb {DEBIAN_MIRROR} {suite} main\n")
     options = ["-o", f"Dir::Etc::SourceList={apt}/sources.list",
                "-o", f"Dir::Etc::SourceParts={apt}/sources.d",
                "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache",
                "-o", "APT::Sandbox::User=root"]
-    log("fetching victoria-metrics and prometheus-alertmanager from Debian 13 (once)")
+    log(f"fetching {', '.join(packages)} from Debian {suite} (once)")
     run(["apt-get", *options, "update", "-qq"], stdout=subprocess.DEVNULL)
-    debs = TOOLS / "debs"
+    debs = into / "debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
-    run(["apt-get", *options, "download", *TOOL_PACKAGES], cwd=debs, stdout=subprocess.DEVNULL)
+    run(["apt-get", *options, "download", *packages], cwd=debs, stdout=subprocess.DEVNULL)
     for deb in sorted(debs.glob("*.deb")):
-        run(["dpkg-deb", "-x", str(deb), str(TOOLS / "root")])
+        run(["dpkg-deb", "-x", str(deb), str(into / "root")])
+
+
+def ensure_tools() -> Path:
+    """Debian 13's victoria-metrics and prometheus-alertmanager, unpacked into the cache."""
+    bindir = TOOLS / "root/usr/bin"
+    wanted = ("victoria-metrics", "vmalert", "vmalert-tool", "prometheus-alertmanager")
+    if not all((bindir / b).exists() for b in wanted):
+        unpack_from_suite("trixie", TOOL_PACKAGES, TOOLS)
     return bindir
 
 
@@ -127,25 +131,10 @@ PEER_PACKAGES = ("prometheus-systemd-exporter", "prometheus-node-exporter")
 
 
 def peer(name: str) -> str:
-    """A peer exporter's binary, fetched from Debian unstable once (a private sources list, as for
-    the tools) and unpacked into the cache; the binaries are static Go and run on Debian 12."""
+    """A peer exporter's binary from Debian unstable (static Go: runs on Debian 12)."""
     binary = PEERS / "root/usr/bin" / name
     if not binary.exists():
-        apt = PEERS / "apt"
-        for sub in ("lists/partial", "cache/archives/partial", "sources.d"):
-            (apt / sub).mkdir(parents=True, exist_ok=True)
-        (apt / "sources.list").write_text(f"deb {DEBIAN_MIRROR} sid main\n")
-        options = ["-o", f"Dir::Etc::SourceList={apt}/sources.list", "-o", f"Dir::Etc::SourceParts={apt}/sources.d",
-                   "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache",
-                   "-o", "APT::Sandbox::User=root"]
-        log("fetching the peer exporters from Debian unstable (once)")
-        run(["apt-get", *options, "update", "-qq"], stdout=subprocess.DEVNULL)
-        debs = PEERS / "debs"
-        shutil.rmtree(debs, ignore_errors=True)
-        debs.mkdir(parents=True)
-        run(["apt-get", *options, "download", *PEER_PACKAGES], cwd=debs, stdout=subprocess.DEVNULL)
-        for deb in sorted(debs.glob("*.deb")):
-            run(["dpkg-deb", "-x", str(deb), str(PEERS / "root")])
+        unpack_from_suite("sid", PEER_PACKAGES, PEERS)
     return str(binary)
 
 
