@@ -82,6 +82,10 @@ class PushRejected(HeartbeatError):
 # Settings: the allowlist
 # ---------------------------------------------------------------------------------------
 
+def is_glob(pattern: str) -> bool:
+    return any(c in GLOB_CHARS for c in pattern)
+
+
 def unit_pattern_problem(entry: str) -> str | None:
     """Why `entry` is not a valid unit name or glob, or None when it is."""
     if not entry:
@@ -94,8 +98,7 @@ def unit_pattern_problem(entry: str) -> str | None:
         return f"character {shown} is not allowed in a unit name (systemd-escape it)"
     if entry.startswith((".", "@")):
         return "a unit name cannot start with '.' or '@'"
-    is_glob = any(c in GLOB_CHARS for c in entry)
-    if not is_glob and "." in entry and not entry.endswith(UNIT_SUFFIXES):
+    if not is_glob(entry) and "." in entry and not entry.endswith(UNIT_SUFFIXES):
         suffix = entry[entry.rindex("."):]
         return f"unknown unit type {suffix!r} (expected one of {', '.join(UNIT_SUFFIXES)})"
     return None
@@ -103,7 +106,7 @@ def unit_pattern_problem(entry: str) -> str | None:
 
 def normalise_unit_pattern(entry: str) -> str:
     """Give a bare name the .service suffix, the way systemctl reads `k3s` as k3s.service."""
-    if any(c in GLOB_CHARS for c in entry) or entry.endswith(UNIT_SUFFIXES):
+    if is_glob(entry) or entry.endswith(UNIT_SUFFIXES):
         return entry
     return entry + ".service"
 
@@ -214,8 +217,8 @@ def select_units(patterns: list[str], loaded: list[tuple[str, str, str, str]]):
     Returns (names, allowlisted) where names keeps that order without repeats and
     allowlisted is the set of names the allowlist asked for.
     """
-    exact = [p for p in patterns if not any(c in GLOB_CHARS for c in p)]
-    globs = [p for p in patterns if p not in exact]
+    exact = [p for p in patterns if not is_glob(p)]
+    globs = [p for p in patterns if is_glob(p)]
     matched = []
     if globs:
         import fnmatch
@@ -285,9 +288,8 @@ def collect(patterns: list[str], run=run_command, timeout: float = DEFAULT_TIMEO
     `run(argv, timeout)` returns a command's stdout; the Ansible module passes its own.
     """
     started = time.monotonic()
-    has_glob = any(c in GLOB_CHARS for p in patterns for c in p)
     # Globs are matched against every loaded unit; without globs only failed units are needed.
-    state_filter = "--all" if has_glob else "--state=failed"
+    state_filter = "--all" if any(is_glob(p) for p in patterns) else "--state=failed"
     listing = run(["systemctl", "list-units", state_filter, "--plain", "--no-legend",
                    "--full", "--no-pager"], timeout)
     names, allowlisted = select_units(patterns, parse_list_units(listing))
@@ -923,8 +925,9 @@ def spool_trim(state_dir: str, max_bytes: float, max_age: float, now: float) -> 
     return dropped
 
 
-def spool_replay(endpoint: Endpoint, state_dir: str | None, timeout: float) -> tuple[int, int, str | None]:
-    """Push waiting payloads oldest first, for at most `timeout` seconds.
+def spool_replay(endpoint: Endpoint, waiting: list[tuple[int, str, int]],
+                 timeout: float) -> tuple[int, int, str | None]:
+    """Push waiting payloads (spool_files' listing) oldest first, for at most `timeout` seconds.
 
     Returns (sent, corrupt, error): a payload the endpoint refuses (HTTP 4xx) or that is not
     gzip is corrupt: skipped with a warning and deleted. Any other failure stops the replay
@@ -932,7 +935,7 @@ def spool_replay(endpoint: Endpoint, state_dir: str | None, timeout: float) -> t
     """
     sent = corrupt = 0
     deadline = time.monotonic() + timeout
-    for _, path, _ in spool_files(state_dir):
+    for _, path, _ in waiting:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -1138,7 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     failure = None
     if waiting:  # older payloads first, so VictoriaMetrics gets every tick in order
-        _, _, failure = spool_replay(endpoint, args.state_dir, args.timeout)
+        _, _, failure = spool_replay(endpoint, waiting, args.timeout)
     if failure is None:
         try:
             post_payload(endpoint, payload, args.timeout)
