@@ -11,6 +11,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")  # the venv's, beside this Python
+
+
+def inventory_allowlist() -> list[str]:
+    """The allowlist of inventory/group_vars, the project's one definition."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
+        "systemd_monitoring_units"]
 
 
 def load_heartbeat():

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import lab
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 HERE = Path(__file__).resolve().parent
 TEST_FILES = sorted(p.name for p in HERE.glob("*.test.yml"))
@@ -25,7 +24,7 @@ TEST_FILES = sorted(p.name for p in HERE.glob("*.test.yml"))
 def rendered(tmp_path_factory):
     directory = tmp_path_factory.mktemp("rules")
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(HERE / "render.yml"),
+        [ANSIBLE_PLAYBOOK, str(HERE / "render.yml"),
          "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -47,7 +46,7 @@ def test_a_broken_rule_never_replaces_a_working_one(rendered, tmp_path):
     shutil.copy(rendered / "rules.yml", live)
     before = live.read_bytes()
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(HERE / "render.yml"),
+        [ANSIBLE_PLAYBOOK, str(HERE / "render.yml"),
          "-e", f"rules_path={live}", "-e", f"vmalert={lab.tool('vmalert')}",
          # "5 minutes" is no duration vmalert understands
          "-e", "systemd_monitoring_alerts_unit_missing_for='5 minutes'"],

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from grafana_standin import GrafanaStandIn
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 TOKEN = "glsa_standin_0123456789abcdef"
 
@@ -35,7 +34,7 @@ def apply(tmp_path: Path, grafana, units, token=TOKEN, *args: str, **extra):
                  "systemd_monitoring_dashboard_grafana_url": grafana.url,
                  "systemd_monitoring_dashboard_grafana_token": token,
                  "systemd_monitoring_dashboard_grafana_folder_uid": "infrastructure", **extra}
-    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook),
+    done = subprocess.run([ANSIBLE_PLAYBOOK, str(playbook),
                            "-e", json.dumps(variables), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                                "PATH": "/usr/bin:/bin"})

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import sys
 
-import yaml
 
 from conftest import SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
-from helpers import ROOT
+from helpers import ROOT, inventory_allowlist
 
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers_dashboard import panel_queries, systemd_dashboard  # noqa: E402
 
-UNITS = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
-    "systemd_monitoring_units"]
+UNITS = inventory_allowlist()
 
 
 def empty_unit_panels(victoria, dashboard: dict, host: str) -> list[tuple[str, str]]:

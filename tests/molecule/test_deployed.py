@@ -10,14 +10,7 @@ import pytest
 
 import lab as lab_module
 from conftest import FRESH_HOST, SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
-from helpers import ROOT
-
-def group_units() -> list[str]:
-    import yaml
-
-    return yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
-        "systemd_monitoring_units"]
-
+from helpers import ROOT, inventory_allowlist
 
 def on_host(host: str, command: str) -> subprocess.CompletedProcess:
     return lab_module.ssh(host, command, check=False)
@@ -46,7 +39,7 @@ def test_both_hosts_report_with_distinct_host_labels(victoria):
     assert hosts == set(SCENARIO_HOSTS)
     for host in SCENARIO_HOSTS:
         units = {m["unit"] for m, _ in victoria.query(f'systemd_unit_info{{host="{host}",allowlisted="true"}}')}
-        assert units == set(group_units())
+        assert units == set(inventory_allowlist())
         active = victoria.query(f'systemd_unit_active{{host="{host}",unit="factorio-server.service"}}')
         assert [(m["sub_state"], v) for m, v in active] == [("running", 1.0)]
 
@@ -122,7 +115,7 @@ def test_host_without_systemd_fails_in_preflight(tmp_path):
 
 def test_allowlist_change_propagates(tmp_path, victoria):
     inventory = write_inventory(tmp_path, {"lab-host3": lab_host("lab-host3")})
-    changed = [u for u in group_units() if u != "factorio-server.service"] + ["systemd-journald.service"]
+    changed = [u for u in inventory_allowlist() if u != "factorio-server.service"] + ["systemd-journald.service"]
     run = ansible_playbook(inventory, "-e", json.dumps({"systemd_monitoring_units": changed}))
     assert run.returncode == 0, run.output[-3000:]
     assert run.recap("lab-host3")["changed"] >= 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import lab
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 sys.path.insert(0, str(ROOT / "summary"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,7 +133,7 @@ def test_daily_playbook_keeps_the_newest_reports(loaded, tmp_path):
     for day in ("2020-01-01", "2020-01-02", "2020-01-03"):
         (reports / f"{day}.md").write_text("old\n")
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / "playbooks/daily-summary.yml"),
+        [ANSIBLE_PLAYBOOK, str(ROOT / "playbooks/daily-summary.yml"),
          "-e", f"systemd_daily_summary_url={url}", "-e", f"systemd_daily_summary_dir={reports}",
          "-e", "systemd_daily_summary_keep=2", "-e", f"systemd_daily_summary_window={start:.0f}",
          "-e", f"systemd_daily_summary_until={end:.0f}"],

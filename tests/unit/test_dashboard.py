@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT, inventory_allowlist
 from helpers_dashboard import systemd_dashboard
 
-UNITS = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
-    "systemd_monitoring_units"] + ["*-server.service", "foo\\x2dbar.service", "media.mount"]
+UNITS = inventory_allowlist() + ["*-server.service", "foo\\x2dbar.service", "media.mount"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,7 @@ def rendered_by_the_role(tmp_path: Path) -> dict:
         "vars": {"systemd_monitoring_dashboard_path": str(tmp_path / "systemd.json"),
                  "systemd_monitoring_dashboard_units": UNITS},
         "roles": [{"role": "systemd_monitoring_dashboard"}]}]))
-    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)], cwd=ROOT,
+    done = subprocess.run([ANSIBLE_PLAYBOOK, str(playbook)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     return json.loads((tmp_path / "systemd.json").read_text())
