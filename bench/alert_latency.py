@@ -156,20 +156,23 @@ def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) ->
                   "resolved_after_fix": resolved[key] - fixed_at} for key in expected}
 
 
+def converge(inventory: str, host: str, *extra: str) -> None:
+    """The project's playbook against one host."""
+    subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "--limit", host,
+                    str(ROOT / "playbooks/systemd-monitoring.yml"), *extra], cwd=ROOT, check=True,
+                   capture_output=True, text=True, timeout=600)
+
+
 def allowlist_e2e_units(inventory: str, host: str) -> None:
     import yaml
 
     units = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
         "systemd_monitoring_units"] + [CRASHLOOP, JOB_TIMER]
-    subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "--limit", host,
-                    str(ROOT / "playbooks/systemd-monitoring.yml"), "-e", json.dumps({"systemd_monitoring_units": units})],
-                   cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    converge(inventory, host, "-e", json.dumps({"systemd_monitoring_units": units}))
 
 
 def restore_allowlist(inventory: str, host: str) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "--limit", host,
-                    str(ROOT / "playbooks/systemd-monitoring.yml")], cwd=ROOT, check=True, capture_output=True,
-                   timeout=600)
+    converge(inventory, host)
 
 
 def main() -> int:

@@ -27,28 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import install_heartbeat, machine  # noqa: E402
-
-HOST = "lab-host6"
-
-
-def load_units(count: int) -> list[str]:
-    names, script = [], ["set -e", "rm -f /etc/systemd/system/bench-*"]
-    for i in range(count):
-        if i % 10 == 5:
-            name = f"bench-{i:04d}.timer"
-            script.append(f"printf '[Timer]\\nOnCalendar=*-*-* 03:00:00\\nUnit=bench-0000.service\\n' > /etc/systemd/system/{name}")
-        else:
-            name = f"bench-{i:04d}.service"
-            command = "/bin/false" if i % 10 == 9 else "/bin/true"
-            script.append(f"printf '[Service]\\nType=oneshot\\nRemainAfterExit=yes\\nExecStart={command}\\n' "
-                          f"> /etc/systemd/system/{name}")
-        names.append(name)
-    script += ["systemctl daemon-reload", "systemctl reset-failed"]
-    for start in range(0, len(names), 200):
-        script.append(f"systemctl start {' '.join(names[start:start + 200])} || true")
-    lab.ssh(HOST, "sh", input="\n".join(script) + "\n", timeout=600)  # as stdin: too long for an argument
-    return names
+from tick import HOST, install_heartbeat, load_units, machine, unload_units  # noqa: E402
 
 
 def cell(result: dict, best: dict | None) -> str:
@@ -76,7 +55,7 @@ def main() -> int:
           "node_exporter, systemd collector |")
     print("|---:|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
-        names = load_units(size)
+        names = load_units(HOST, size, timers=True)
         lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
         loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
         answer = lab.ssh(HOST, ["python3", "/opt/bench/peers_harness.py", "/opt/bench/systemd-heartbeat",
@@ -89,7 +68,7 @@ def main() -> int:
               f"{cell(r['node_exporter'], None)} |", flush=True)
         (ROOT / "bench/results").mkdir(exist_ok=True)
         (ROOT / f"bench/results/peers-{size}.json").write_text(json.dumps(r, indent=2))
-    lab.ssh(HOST, "rm -f /etc/systemd/system/bench-*; systemctl daemon-reload; systemctl reset-failed")
+    unload_units(HOST)
     return 0
 
 

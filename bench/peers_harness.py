@@ -6,7 +6,6 @@ Prints one JSON object. Standard library only.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import resource

@@ -37,17 +37,30 @@ def install_heartbeat(host: str) -> None:
             input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
 
 
-def load_units(count: int) -> list[str]:
-    names = [f"bench-{i:04d}.service" for i in range(count)]
-    script = ["set -e", "rm -f /etc/systemd/system/bench-*.service"]
-    for i, name in enumerate(names):
-        command = "/bin/false" if i % 10 == 9 else "/bin/true"
-        script.append(f"printf '[Service]\\nType=oneshot\\nRemainAfterExit=yes\\nExecStart={command}\\n' "
-                      f"> /etc/systemd/system/{name}")
-    script += ["systemctl daemon-reload", "systemctl reset-failed",
-               f"systemctl start {' '.join(names)} || true"]
-    lab.ssh(HOST, "sh", input="\n".join(script) + "\n", timeout=600)  # as stdin: too long for an argument
+def load_units(host: str, count: int, timers: bool = False) -> list[str]:
+    """N units named bench-NNNN to monitor: oneshot services that stay active, one in ten failed,
+    and with timers=True one in ten a calendar timer instead. Returns their names."""
+    names, script = [], ["set -e", "rm -f /etc/systemd/system/bench-*"]
+    for i in range(count):
+        if timers and i % 10 == 5:
+            name = f"bench-{i:04d}.timer"
+            script.append(f"printf '[Timer]\\nOnCalendar=*-*-* 03:00:00\\nUnit=bench-0000.service\\n' "
+                          f"> /etc/systemd/system/{name}")
+        else:
+            name = f"bench-{i:04d}.service"
+            command = "/bin/false" if i % 10 == 9 else "/bin/true"
+            script.append(f"printf '[Service]\\nType=oneshot\\nRemainAfterExit=yes\\nExecStart={command}\\n' "
+                          f"> /etc/systemd/system/{name}")
+        names.append(name)
+    script += ["systemctl daemon-reload", "systemctl reset-failed"]
+    for start in range(0, len(names), 200):
+        script.append(f"systemctl start {' '.join(names[start:start + 200])} || true")
+    lab.ssh(host, "sh", input="\n".join(script) + "\n", timeout=600)  # as stdin: too long for an argument
     return names
+
+
+def unload_units(host: str) -> None:
+    lab.ssh(host, "rm -f /etc/systemd/system/bench-*; systemctl daemon-reload; systemctl reset-failed")
 
 
 def machine() -> str:
@@ -74,7 +87,7 @@ def main() -> int:
     print("|---:|---|---|---:|---:|")
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        names = load_units(size)
+        names = load_units(HOST, size)
         lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
         answer = lab.ssh(HOST, ["python3", "/opt/bench/tick_harness.py", "/opt/bench/lib/systemd_heartbeat.py",
                                 "/opt/bench/allowlist", url, str(args.repeat), "/opt/bench/systemd-heartbeat"], timeout=600)
@@ -84,7 +97,7 @@ def main() -> int:
         print(f"| {size} | {fw['median']} ({fw['min']}-{fw['max']}) / {fc['median']} | "
               f"{tw['median']} ({tw['min']}-{tw['max']}) / {tc['median']} | "
               f"+{tw['median'] - fw['median']:.1f} | {r['bytes']} / {r['bytes_uncompressed']} |", flush=True)
-    lab.ssh(HOST, "rm -f /etc/systemd/system/bench-*.service; systemctl daemon-reload; systemctl reset-failed")
+    unload_units(HOST)
     print(f"\n(units loaded on the host before the run: about {loaded})")
     return 0
 
