@@ -43,7 +43,7 @@ options:
     default: true
   timeout:
     description:
-      - Seconds allowed for each C(systemctl) call and for the push.
+      - Seconds allowed for reading systemd and for the push.
     type: float
     default: 10
   validate_certs:
@@ -81,6 +81,9 @@ attributes:
 requirements:
   - systemd on the target (C(systemctl) on the PATH).
 notes:
+  - Reads systemd over the D-Bus system bus socket (C($DBUS_SYSTEM_BUS_ADDRESS) or
+    C(/run/dbus/system_bus_socket)) with the heartbeat's own client; without a bus it falls back
+    to C(systemctl show) and warns.
   - Series that end (a unit leaves the allowlist, a sub_state changes) get their staleness
     marker from the heartbeat's next tick, which remembers its own pushes; this module does not.
 """
@@ -143,6 +146,11 @@ url:
   returned: always
   type: str
   sample: http://localhost:30428/opentelemetry/v1/metrics
+source:
+  description: How systemd was read, C(dbus) or C(systemctl) (the fallback when there is no bus).
+  returned: always
+  type: str
+  sample: dbus
 """
 
 import socket
@@ -157,6 +165,7 @@ from ansible.module_utils.systemd_heartbeat import (
     gzip,
     run_command,
     seconds_since_active,
+    system_bus_path,
     shape,
     split_url,
 )
@@ -221,10 +230,13 @@ def main() -> None:
         patterns = check_unit_patterns(params["units"], "units")
         if not params["timeout"] > 0:
             raise HeartbeatError(f"timeout must be positive, got {params['timeout']:g}")
-        # The heartbeat's own runner: unlike module.run_command it enforces a deadline.
-        snapshot = collect(patterns, run_command, params["timeout"])
+        # Over D-Bus, falling back to systemctl through the heartbeat's own runner, which
+        # unlike module.run_command enforces a deadline.
+        snapshot = collect(patterns, run_command, params["timeout"], system_bus_path())
     except HeartbeatError as error:
         module.fail_json(msg=str(error))
+    if snapshot.warning:
+        module.warn(snapshot.warning)
     samples = shape(snapshot, host)
     reports = [unit_report(unit, snapshot) for unit in snapshot.units]
     missing = [r["unit"] for r in reports if r["allowlisted"] and r["load_state"] == "not-found"]
@@ -236,7 +248,7 @@ def main() -> None:
              params["timeout"])
     module.exit_json(changed=False, units=reports, missing=missing, pushed=pushed, url=params["url"],
                      failed_units=[r["unit"] for r in reports if r["active_state"] == "failed"],
-                     samples=len(samples))
+                     samples=len(samples), source=snapshot.source)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,62 @@ def test_sub_state_change_leaves_exactly_one_series(host, victoria):
     series = victoria.query(f'systemd_unit_active{{host="{HOST}",unit="lab-active.service"}}', at=after + 1)
     assert [(m["sub_state"], v) for m, v in series] == [("dead", 0.0)]
     sh(host, "systemctl start lab-active.service")
+
+
+# --- the two ways of reading systemd agree ----------------------------------------------
+
+AS_NOBODY = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
+
+
+def dry_run(lab, prefix: str = "", *flags: str) -> tuple[dict[str, float], str]:
+    """One --dry-run tick: ({series: value}, stderr)."""
+    answer = lab.ssh(HOST, f"{prefix} python3 {PROGRAM} --allowlist {ALLOWLIST} --host {HOST} --dry-run "
+                     + " ".join(flags))
+    series = {}
+    for line in answer.stdout.splitlines():
+        name, value = line.rsplit(" ", 1)
+        series[name] = float(value)
+    return series, answer.stderr
+
+
+def disagreements(bus: dict[str, float], systemctl: dict[str, float]) -> list[str]:
+    """Where two ticks' samples differ beyond what their clocks explain: systemctl prints
+    timestamps to the second (D-Bus gives microseconds) and the ticks ran a moment apart."""
+    problems = [f"only one source has {key}" for key in sorted(set(bus) ^ set(systemctl))]
+    for key in sorted(set(bus) & set(systemctl)):
+        if "collect_duration" in key:
+            continue
+        tolerance = 1.0 if "timestamp" in key else 2.0 if "seconds_since_active" in key else 0.0
+        if abs(bus[key] - systemctl[key]) > tolerance:
+            problems.append(f"{key}: D-Bus {bus[key]} vs systemctl {systemctl[key]}")
+    return problems
+
+
+@pytest.mark.parametrize("prefix", ["", AS_NOBODY], ids=["root", "unprivileged"])
+def test_dbus_and_systemctl_read_the_same_values(host, prefix):
+    """Every series and value of a tick read over D-Bus equals the one read with systemctl
+    show (the fixture units: active, crash loop, killed, failed outside the allowlist, oneshot,
+    monotonic and calendar timers, an escaped name, a glob over template instances, missing)."""
+    for _ in range(6):  # the crash loop or the 20 s timer may move between the two reads
+        bus, bus_errors = dry_run(host, prefix, "--source", "dbus")
+        systemctl, _ = dry_run(host, prefix, "--source", "systemctl")
+        problems = disagreements(bus, systemctl)
+        if not problems:
+            break
+        time.sleep(1)
+    assert problems == []
+    assert bus_errors == ""  # no fallback warning: D-Bus was used
+    assert len([k for k in bus if k.startswith("systemd_unit_info{")]) == 10
+
+
+def test_without_a_bus_socket_it_falls_back_to_systemctl_and_says_so(host):
+    for _ in range(6):
+        fallback, errors = dry_run(host, "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent")
+        systemctl, _ = dry_run(host, "", "--source", "systemctl")
+        problems = disagreements(fallback, systemctl)
+        if not problems:
+            break
+        time.sleep(1)
+    assert problems == []
+    assert errors.strip() == ("systemd-heartbeat: warning: cannot use the system bus at /nonexistent: "
+                              "No such file or directory; reading through systemctl instead")

@@ -32,7 +32,7 @@ case "$1" in
 esac
 """)
     script.chmod(0o755)
-    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", SYSTEMD_HEARTBEAT_SOURCE="systemctl")
 
 
 def run_heartbeat(env, *args):

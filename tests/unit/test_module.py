@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 from ansible.module_utils import basic
+from ansible.module_utils.common import warnings
 from ansible.module_utils.testing import patch_module_args
 
 from helpers import FIXTURES, ROOT, load_heartbeat
@@ -35,6 +36,7 @@ def module():
 
 
 def run_module(module, args: dict, check_mode=False, fetch_status=204, show=None):
+    """Without a bus (a path that does not exist) the module reads through systemctl."""
     calls = []
 
     def fake_run(argv, timeout):
@@ -61,6 +63,7 @@ def run_module(module, args: dict, check_mode=False, fetch_status=204, show=None
             mock.patch.object(basic.AnsibleModule, "fail_json", fail_json), \
             mock.patch.object(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False: "/bin/systemctl"), \
             mock.patch.object(module, "run_command", fake_run), \
+            mock.patch.object(module, "system_bus_path", lambda: "/nonexistent/bus"), \
             mock.patch.object(module, "fetch_url", fake_fetch):
         with pytest.raises((ExitJson, FailJson)) as caught:
             module.main()
@@ -76,6 +79,9 @@ def test_collects_reports_and_pushes(module):
     result, kind, calls, pushed = run_module(module, {"units": UNITS, "host": "h1"})
     assert kind is ExitJson and result["changed"] is False and result["pushed"] is True
     assert [c[1] for c in calls] == ["list-units", "show"]
+    assert result["source"] == "systemctl"
+    assert ("cannot use the system bus at /nonexistent/bus: No such file or directory; "
+            "reading through systemctl instead") in warnings.get_warning_messages()
     by_unit = {u["unit"]: u for u in result["units"]}
     assert by_unit["lab-crashloop.service"]["restarts"] == 3
     assert by_unit["lab-killed.service"]["last_exit_status"] == 9
