@@ -37,10 +37,15 @@ def install_heartbeat(host: str) -> None:
             input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
 
 
+# Stopped before their files go: an active unit whose file is removed stays loaded (not-found),
+# and every unit left loaded makes each peer's full unit listing longer.
+STOP_BENCH_UNITS = "systemctl stop 'bench-*' || true"
+
+
 def load_units(host: str, count: int, timers: bool = False) -> list[str]:
     """N units named bench-NNNN to monitor: oneshot services that stay active, one in ten failed,
     and with timers=True one in ten a calendar timer instead. Returns their names."""
-    names, script = [], ["set -e", "rm -f /etc/systemd/system/bench-*"]
+    names, script = [], ["set -e", STOP_BENCH_UNITS, "rm -f /etc/systemd/system/bench-*"]
     for i in range(count):
         if timers and i % 10 == 5:
             name = f"bench-{i:04d}.timer"
@@ -60,7 +65,8 @@ def load_units(host: str, count: int, timers: bool = False) -> list[str]:
 
 
 def unload_units(host: str) -> None:
-    lab.ssh(host, "rm -f /etc/systemd/system/bench-*; systemctl daemon-reload; systemctl reset-failed")
+    lab.ssh(host, f"{STOP_BENCH_UNITS}; rm -f /etc/systemd/system/bench-*; systemctl daemon-reload; "
+                  "systemctl reset-failed")
 
 
 def machine() -> str:

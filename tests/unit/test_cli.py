@@ -140,7 +140,7 @@ def test_hung_systemctl_ends_within_the_timeout(tmp_path):
 def test_staleness_marker_after_a_state_change(fake_systemctl, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    (state / "last-push.json").write_text(
+    (state / "last-push.json").write_text(  # the format before 0.2: read too
         '{"series": [["systemd_unit_active", "gauge", [["unit", "a.service"], ["sub_state", "auto-restart"],'
         ' ["host", "h1"]]]], "intervals": {}, "calendar": {}}')
     done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "a.service", "--host", "h1",

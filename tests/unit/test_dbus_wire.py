@@ -93,3 +93,25 @@ def test_garbage_never_escapes_as_anything_but_a_decode_error(data):
 def test_unreachable_bus_is_reported_as_unavailable(tmp_path):
     with pytest.raises(hb.BusUnavailable, match=r"cannot use the system bus at .*/none: No such file"):
         hb.SystemBus(str(tmp_path / "none"), 1)
+
+
+@pytest.mark.parametrize("name, path", [
+    ("init.scope", "init_2escope"),
+    ("lab-foo\\x2dbar.service", "lab_2dfoo_5cx2dbar_2eservice"),
+    ("lab-worker@one.service", "lab_2dworker_40one_2eservice"),
+    ("-.mount", "_2d_2emount"),
+    ("0abc.service", "_30abc_2eservice"),  # a leading digit is escaped too
+])
+def test_unit_object_path_escapes_like_systemd(name, path):
+    assert hb.unit_path(name) == "/org/freedesktop/systemd1/unit/" + path
+
+
+@pytest.mark.parametrize("signature, value, encoded", [
+    ("t", 1795818103059968, struct.pack("<Q", 1795818103059968)),
+    ("i", -1, struct.pack("<i", -1)),
+    ("s", "oneshot", hb.marshal_strings("oneshot")),
+])
+def test_one_value_variants_take_the_short_path_to_the_same_value(signature, value, encoded):
+    body = bytes((1, ord(signature), 0)) + b"\0" * (-3 % (8 if signature == "t" else 4)) + encoded
+    assert hb.parse_message(reply(5, 4, "v", body)) == (2, 4, (value,))
+    assert hb.decode_values(body, 0, "v")[0] == (value,)

@@ -2,6 +2,8 @@
 never a traceback (property-based, hypothesis); extreme sizes; units that come and go."""
 from __future__ import annotations
 
+import os
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,15 +59,15 @@ def test_shaping_any_property_values_never_raises(pairs, name):
     assert isinstance(body, bytes)
 
 
-# Names as systemd-escape writes them: any byte outside [A-Za-z0-9:_.] becomes \xNN.
+# Names as systemd-escape writes them: '/' becomes '-', any byte outside [A-Za-z0-9:_.] (and a
+# leading '.') becomes \xNN.
 def systemd_escape(raw: str) -> str:
     out = []
     for index, char in enumerate(raw):
         if char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index > 0)):
             out.append(char)
         elif char == "/":
-            if out and out[-1] != "-":
-                out.append("-")  # a path separator; leading and repeated ones are dropped
+            out.append("-")
         else:
             out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
     return "".join(out)
@@ -129,7 +131,46 @@ def test_a_unit_that_disappears_between_two_ticks_gets_its_series_ended(tmp_path
 
 
 def test_unreadable_or_corrupt_memory_is_ignored(tmp_path):
-    (tmp_path / hb.MEMORY_FILE).write_text("{not json")
+    import marshal
+
+    import zlib
+
+    def with_checksum(data: bytes) -> bytes:
+        return zlib.crc32(data).to_bytes(4, "little") + data
+
+    (tmp_path / hb.MEMORY_FILE).write_bytes(b"{not marshal")
     assert hb.load_memory(str(tmp_path)) == {}
-    (tmp_path / hb.MEMORY_FILE).write_text('{"series": [["x"], 5, null, ["a", "gauge", 7]]}')
+    (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(b"{not marshal"))
+    assert hb.load_memory(str(tmp_path)) == {}
+    odd = marshal.dumps({"series": [["x"], 5, None, ["a", "gauge", 7]], "intervals": 3})
+    (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(odd))
     assert hb.staleness_markers(hb.load_memory(str(tmp_path)), []) == []
+    assert "intervals" not in hb.load_memory(str(tmp_path))  # wrong type: dropped
+    (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(marshal.dumps([1, 2]))[:-1])  # truncated
+    assert hb.load_memory(str(tmp_path)) == {}
+    # a length that would make marshal allocate for a minute, caught by the checksum
+    (tmp_path / hb.MEMORY_FILE).write_bytes(b"\0\0\0\0(\xff\xff\xff\x7f")
+    assert hb.load_memory(str(tmp_path)) == {}
+
+
+def test_memory_written_by_an_older_version_is_read_once_then_replaced(tmp_path):
+    (tmp_path / hb.LEGACY_MEMORY_FILE).write_text('{"series": [["systemd_unit_active", "gauge", '
+                                                  '[["unit", "a.service"], ["host", "h"]]]]}')
+    memory = hb.load_memory(str(tmp_path))
+    assert hb.staleness_markers(memory, []) == [
+        ("systemd_unit_active", "gauge", (("unit", "a.service"), ("host", "h")), None)]
+    hb.remember(str(tmp_path), [("systemd_unit_active", "gauge", (("unit", "b.service"),), 1.0)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [hb.MEMORY_FILE]
+    assert hb.load_memory(str(tmp_path))["series"] == [("systemd_unit_active", "gauge", (("unit", "b.service"),))]
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_in_the_memory_file_load_or_are_ignored(data):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as state:
+        with open(os.path.join(state, hb.MEMORY_FILE), "wb") as handle:
+            handle.write(data)
+        memory = hb.load_memory(state)
+        assert isinstance(memory, dict)
+        hb.staleness_markers(memory, [])
