@@ -6,14 +6,17 @@
 For each N, lab-host6 (booted for this, nothing else on it) gets N units to monitor, named
 bench-NNNN: oneshot services that stay active, one in ten failed, one in ten a timer. Then,
 inside the host, alternating, REPEAT times:
-  - one heartbeat tick (the launcher the role installs; allowlist = the N names), wall and CPU
-    of the process and its children, and the gzipped bytes it pushes;
+  - one heartbeat tick (the launcher the role installs; allowlist = the N names; with a state
+    directory, as the service runs it), wall and CPU of the process and its children
+    (RUSAGE_CHILDREN), and the gzipped bytes it pushes;
   - one scrape of prometheus-systemd-exporter 0.7 (Debian unstable) restricted with
     --systemd.collector.unit-include='bench-.+', restart counts on;
   - one scrape of prometheus-node-exporter (Debian unstable) with only its systemd collector,
     restricted the same way, restart metrics on.
-For the exporters: wall time of the scrape, CPU the exporter process spent on it (from
-/proc/PID/stat), gzipped bytes on the wire, and the resident memory it holds between scrapes.
+For the exporters: wall time of the scrape, CPU the exporter process spent on it (the on-CPU
+time of all its threads, /proc/PID/task/*/schedstat, in ns), gzipped bytes on the wire, and the
+resident memory it holds between scrapes. Also timed, in the same loop: the bare interpreter
+and the launcher loading the module, the start-up any Python oneshot pays.
 Prints a Markdown table with the ratios against the best peer at each N.
 """
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> int:
     print("| N monitored | heartbeat tick (ratio to the best peer) | systemd_exporter 0.7 scrape | "
           "node_exporter, systemd collector |")
     print("|---:|---|---|---|")
+    startups = []
     for size in (int(s) for s in args.sizes.split(",")):
         names = load_units(HOST, size, timers=True)
         lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
@@ -63,12 +67,19 @@ def main() -> int:
                                 "/opt/bench/bin/prometheus-systemd-exporter", "/opt/bench/bin/prometheus-node-exporter",
                                 "bench-.+", "/opt/bench/lib/systemd_heartbeat.py"], timeout=1800)
         r = json.loads(answer.stdout)
+        startups.append((size, r["startup"]))
         best = min((r["systemd_exporter"], r["node_exporter"]), key=lambda x: x["wall_ms"]["median"])
         print(f"| {size} ({loaded} loaded) | {cell(r['heartbeat'], best)} | {cell(r['systemd_exporter'], None)} | "
               f"{cell(r['node_exporter'], None)} |", flush=True)
         (ROOT / "bench/results").mkdir(exist_ok=True)
         (ROOT / f"bench/results/peers-{size}.json").write_text(json.dumps(r, indent=2))
     unload_units(HOST)
+    print("\nStart-up every Python oneshot pays, measured in the same run (wall / CPU, median):")
+    for size, startup in startups:
+        interpreter, loaded = startup["interpreter"], startup["module_loaded"]
+        print(f"- N = {size}: `python3 -IS -c pass` {interpreter['wall_ms']['median']} / "
+              f"{interpreter['cpu_ms']['median']} ms; the heartbeat's module loaded, then exit "
+              f"{loaded['wall_ms']['median']} / {loaded['cpu_ms']['median']} ms")
     return 0
 
 

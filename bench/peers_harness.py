@@ -100,8 +100,15 @@ def main() -> None:
                      "--state-dir", STATE_DIR]
         timed(tick_argv)
         results = {"heartbeat": [], **{name: [] for name in PEERS}}
+        # what any Python oneshot pays before its first call: the interpreter alone, and the
+        # interpreter loading the heartbeat's module and leaving the way a tick leaves
+        floors = {"interpreter": [], "module_loaded": []}
+        load_only = ["python3", "-IS", "-c", f"import sys; sys.path.insert(0, {os.path.dirname(HEARTBEAT_MODULE)!r}); "
+                     "import systemd_heartbeat as h; h.exit_now(0)"]
         rss = {name: [] for name in PEERS}
         for _ in range(REPEAT):
+            floors["interpreter"].append(timed(["python3", "-IS", "-c", "pass"]))
+            floors["module_loaded"].append(timed(load_only))
             results["heartbeat"].append(timed(tick_argv) + (0,))
             for name, process in processes.items():
                 results[name].append(scrape(name, process.pid))
@@ -113,6 +120,8 @@ def main() -> None:
             out[name]["rss_mb"] = round(statistics.median(rss[name]), 1)
         out["heartbeat"]["rss_mb"] = 0.0  # a oneshot: nothing runs between ticks
         out["heartbeat"]["bytes"] = pushed_bytes()
+        out["startup"] = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows])}
+                          for name, rows in floors.items()}
         print(json.dumps(out))
     finally:
         for process in processes.values():

@@ -24,8 +24,6 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_heartbeat_up, systemd_heartbeat_collect_duration_seconds,
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed
 """
-from __future__ import annotations
-
 # Interpreter start-up is most of a tick's cost (bench/, BENCHMARKS.md). So: no argparse,
 # subprocess, socket or collections (each drags in re, enum, selectors, threading...): the
 # C module _socket does; modules only some ticks need (fnmatch for globs, json for the state
@@ -296,17 +294,18 @@ def collect(patterns: list[str], run=run_command, timeout: float = DEFAULT_TIMEO
     started = time.monotonic()
     warning = None
     if bus:
+        connection = None
         try:
             connection = SystemBus(bus, timeout)
-        except BusUnavailable as error:
+            units, manager_start = read_over_bus(patterns, connection)
+        except BusUnavailable as error:  # before the bus answered anything
             warning = f"{error}; reading through systemctl instead"
         else:
-            try:
-                units, manager_start = read_over_bus(patterns, connection)
-            finally:
-                connection.close()
             wall, monotonic = time.time(), time.monotonic()
             return Snapshot(units, manager_start, monotonic - started, wall, monotonic, "dbus")
+        finally:
+            if connection:
+                connection.close()
     units, manager_start = read_with_systemctl(patterns, run, timeout)
     wall, monotonic = time.time(), time.monotonic()
     return Snapshot(units, manager_start, monotonic - started, wall, monotonic, "systemctl", warning)
@@ -578,23 +577,28 @@ class SystemBus:
         self.buffer = b""
         self.serial = 1
         self.connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self.greeted = False  # the bus has not yet answered the authentication
         try:
             self.connection.settimeout(timeout)
             self.connection.connect(path)
-            uid = str(os.geteuid()).encode().hex().encode()
-            # Authenticate as our uid, begin, say Hello: one write, the bus reads them in order.
-            self.connection.sendall(b"\0AUTH EXTERNAL " + uid + b"\r\nBEGIN\r\n" + method_call(
-                1, "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", destination="org.freedesktop.DBus"))
-            while b"\r\n" not in self.buffer:
-                self.receive()
-        except (OSError, BusUnavailable) as error:
+        except OSError as error:
             self.close()
-            reason = getattr(error, "strerror", None) or str(error)
-            raise BusUnavailable(f"cannot use the system bus at {path}: {reason}") from None
+            raise BusUnavailable(f"cannot use the system bus at {path}: {error.strerror or error}") from None
+        uid = str(os.geteuid()).encode().hex().encode()
+        # Authenticate as our uid, begin, say Hello; the first calls follow in the same write
+        # (call_all), without waiting for the answer: the bus reads them all in order.
+        self.pending = b"\0AUTH EXTERNAL " + uid + b"\r\nBEGIN\r\n" + method_call(
+            1, "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", destination="org.freedesktop.DBus")
+
+    def greeting(self) -> bool:
+        """Consume the bus's answer to the authentication once it is in; whether it is."""
+        if b"\r\n" not in self.buffer:
+            return False
         line, _, self.buffer = self.buffer.partition(b"\r\n")
         if not line.startswith(b"OK "):
-            self.close()
-            raise BusUnavailable(f"the system bus at {path} refused us: {line[:80].decode('ascii', 'replace')}")
+            raise BusUnavailable(f"the system bus at {self.path} refused us: {line[:80].decode('ascii', 'replace')}")
+        self.greeted = True
+        return True
 
     def receive(self) -> None:
         remaining = self.deadline - time.monotonic()
@@ -603,7 +607,7 @@ class SystemBus:
         self.connection.settimeout(remaining)
         chunk = self.connection.recv(1 << 18)
         if not chunk:
-            raise BusUnavailable("the bus closed the connection")
+            raise BusUnavailable(f"the system bus at {self.path} closed the connection")
         self.buffer += chunk
 
     def whole_messages(self):
@@ -633,10 +637,13 @@ class SystemBus:
                     self.serial += 1
                     batch.append(method_call(self.serial, *requests[sent]))
                     sent += 1
-                if batch:
+                if batch or self.pending:
                     self.connection.settimeout(max(0.001, self.deadline - time.monotonic()))
-                    self.connection.sendall(b"".join(batch))
+                    self.connection.sendall(self.pending + b"".join(batch))
+                    self.pending = b""
                 self.receive()
+                if not self.greeted and not self.greeting():
+                    continue
                 for message in self.whole_messages():
                     kind, reply_to, values = parse_message(message)
                     if kind in (2, 3) and reply_to is not None and 0 <= reply_to - first < len(requests):
@@ -647,8 +654,12 @@ class SystemBus:
         except (struct.error, IndexError, KeyError, ValueError, RecursionError) as error:
             raise HeartbeatError(f"malformed message on the system bus: {type(error).__name__}: {error}") from None
         except BusUnavailable as error:
+            if not self.greeted:  # nothing read yet: systemctl may still work
+                raise
             raise HeartbeatError(f"reading systemd on the system bus failed: {error}") from None
         except OSError as error:
+            if not self.greeted:
+                raise BusUnavailable(f"cannot use the system bus at {self.path}: {error.strerror or error}") from None
             raise HeartbeatError(f"reading systemd on the system bus failed: {error.strerror or error}") from None
         return results
 
@@ -843,8 +854,10 @@ def parse_timer_settings(entries) -> list[tuple[str, str | int]]:
     elapse) structs -> [(base, value), ...]."""
     settings = []
     for entry in entries or ():
-        if isinstance(entry, tuple):
+        if isinstance(entry, tuple) and len(entry) >= 2:
             settings.append((entry[0], entry[1]))
+            continue
+        if not isinstance(entry, str):
             continue
         body = entry.strip().strip("{}").strip()
         first = body.split(" ; ", 1)[0]
@@ -1699,5 +1712,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failure is not None else 0
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: freeing every object and module costs a tick
+    several milliseconds, a third of it at a dozen units (BENCHMARKS.md). Everything the tick
+    wrote is closed by then; only the standard streams need flushing."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = code or 1
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -115,3 +115,46 @@ def test_one_value_variants_take_the_short_path_to_the_same_value(signature, val
     body = bytes((1, ord(signature), 0)) + b"\0" * (-3 % (8 if signature == "t" else 4)) + encoded
     assert hb.parse_message(reply(5, 4, "v", body)) == (2, 4, (value,))
     assert hb.decode_values(body, 0, "v")[0] == (value,)
+
+
+class FakeBus:
+    """A unix socket that answers the authentication line with `greeting`, then reads forever
+    and answers nothing: a bus whose systemd hangs, or one that refuses us."""
+
+    def __init__(self, path, greeting: bytes):
+        import socket
+        import threading
+
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.greeting = greeting
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        connection, _ = self.server.accept()
+        connection.recv(4096)
+        connection.sendall(self.greeting)
+        while connection.recv(4096):
+            pass
+
+
+def test_a_bus_that_never_answers_ends_the_tick_at_the_timeout(tmp_path):
+    FakeBus(tmp_path / "bus", b"OK 0123456789abcdef0123456789abcdef\r\n")
+    with pytest.raises(hb.HeartbeatError, match=r"^systemd did not answer on the system bus within 0.5 s$"):
+        hb.collect(["a.service"], timeout=0.5, bus=str(tmp_path / "bus"))
+
+
+def test_a_bus_that_refuses_us_falls_back_to_systemctl(tmp_path):
+    FakeBus(tmp_path / "bus", b"REJECTED EXTERNAL\r\n")
+    calls = []
+
+    def fake_run(argv, timeout):
+        calls.append(argv[1])
+        return "" if argv[1] == "list-units" else "Id=init.scope\n\nId=a.service\nActiveState=active\n"
+
+    snapshot = hb.collect(["a.service"], fake_run, 2, bus=str(tmp_path / "bus"))
+    assert calls == ["list-units", "show"] and snapshot.source == "systemctl"
+    assert snapshot.warning == (f"the system bus at {tmp_path / 'bus'} refused us: REJECTED EXTERNAL; "
+                                "reading through systemctl instead")
+    assert snapshot.units[0]["ActiveState"] == "active"

@@ -43,16 +43,23 @@ def test_allowlist_is_parsed_or_rejected_with_one_line(text):
         assert all(hb.unit_pattern_problem(p) is None for p in patterns)
 
 
+# what a property can hold: systemctl's text, or D-Bus's raw numbers (uint64 and int32)
+ANY_VALUE = st.one_of(ANY_TEXT, st.integers(min_value=-2**31, max_value=2**64 - 1))
+# a timer setting: systemctl's "{ base=value ; ... }" text, or D-Bus's (base, value, next) struct
+ANY_TIMER_SETTING = st.one_of(ANY_TEXT, st.tuples(ANY_TEXT, st.one_of(ANY_TEXT, st.integers(0, 2**64 - 1)),
+                                                  st.integers(0, 2**64 - 1)))
+
+
 @given(st.lists(st.tuples(st.sampled_from(["Unit", "LoadState", "ActiveState", "SubState", "Type",
-                                            *hb.SHOW_PROPERTIES]), ANY_TEXT), max_size=30),
-       st.sampled_from(["a.service", "b.timer", "c.socket", "d"]))
+                                            *hb.SHOW_PROPERTIES]), ANY_VALUE), max_size=30),
+       st.sampled_from(["a.service", "b.timer", "c.socket", "d"]), st.lists(ANY_TIMER_SETTING, max_size=3))
 @settings(max_examples=300)
-def test_shaping_any_property_values_never_raises(pairs, name):
+def test_shaping_any_property_values_never_raises(pairs, name, settings_):
     unit = dict(pairs)
     unit["Unit"] = name
     for key in ("TimersMonotonic", "TimersCalendar"):
         if key in unit:
-            unit[key] = [unit[key]]
+            unit[key] = [unit[key], *settings_]
     snapshot = hb.Snapshot([unit], None, 0.01, 1795807843.0, 500.0)
     samples = hb.shape(snapshot, "h")
     body = hb.encode_request(samples, {"host": "h"}, 1)

@@ -151,7 +151,7 @@ def overview_panels() -> list[dict]:
                               instant=True, table=True)]),
         panel("timeseries", "Heartbeat: units reported", "How many units each host's heartbeat reports.", "none",
               [target('systemd_heartbeat_units_reported{host=~"$host"}')]),
-        panel("timeseries", "Heartbeat: collection time", "How long each tick's systemctl calls took.", "s",
+        panel("timeseries", "Heartbeat: collection time", "How long each tick took to read systemd.", "s",
               [target('systemd_heartbeat_collect_duration_seconds{host=~"$host"}')]),
     ]
 
