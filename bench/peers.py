@@ -15,8 +15,10 @@ inside the host, alternating, REPEAT times:
     restricted the same way, restart metrics on.
 For the exporters: wall time of the scrape, CPU the exporter process spent on it (the on-CPU
 time of all its threads, /proc/PID/task/*/schedstat, in ns), gzipped bytes on the wire, and the
-resident memory it holds between scrapes. Also timed, in the same loop: the bare interpreter
-and the launcher loading the module, the start-up any Python oneshot pays.
+resident memory it holds between scrapes. For every tool, the CPU that systemd (PID 1) and
+dbus-daemon spent while it collected: the cost its reads put on the host. Also timed, in the
+same loop: the bare interpreter and the interpreter loading the heartbeat's module, the
+start-up any Python oneshot pays.
 Prints a Markdown table with the ratios against the best peer at each N.
 """
 from __future__ import annotations
@@ -35,7 +37,8 @@ from tick import HOST, install_heartbeat, load_units, machine, unload_units  # n
 
 def cell(result: dict, best: dict | None) -> str:
     wall, cpu = result["wall_ms"]["median"], result["cpu_ms"]["median"]
-    text = f"{wall} / {cpu} ms, {result['bytes']} B, {result['rss_mb']} MB held"
+    text = (f"{wall} / {cpu} ms (+{result['bus_side_cpu_ms']['median']} ms in systemd and dbus-daemon), "
+            f"{result['bytes']} B, {result['rss_mb']} MB held")
     if best:
         text += f" (x{wall / best['wall_ms']['median']:.2f} wall, x{cpu / max(best['cpu_ms']['median'], 0.1):.2f} CPU)"
     return text

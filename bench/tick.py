@@ -3,12 +3,13 @@
 
     sudo .venv/bin/python bench/tick.py [--sizes 10,50,200] [--repeat 7]
 
-For each size N it loads N units on lab-host6 (booted for the benchmark, nothing else on it) (oneshot services that stay active, one in
-ten failing, as a real box has some), allowlists exactly them, and measures inside the
-host, alternating: the bare batched `systemctl show` of the N units with the heartbeat's
-properties (the floor: no tool can read them faster through systemctl), and one full
-heartbeat tick (interpreter start, two systemctl calls, shaping, encoding, the HTTP push
-to the lab's VictoriaMetrics). Prints a Markdown table; numbers go to BENCHMARKS.md by hand.
+For each size N it loads N units on lab-host6 (booted for the benchmark, nothing else on it;
+oneshot services that stay active, one in ten failing, as a real box has some), allowlists
+exactly them, and measures inside the host, alternating: the bare batched `systemctl show` of
+the N units with the heartbeat's properties (the floor of any tool reading through systemctl,
+as the heartbeat did before it read D-Bus itself), and one full heartbeat tick (interpreter
+start, reading systemd over D-Bus, shaping, encoding, the HTTP push to the lab's
+VictoriaMetrics). Prints a Markdown table; numbers go to BENCHMARKS.md by hand.
 """
 from __future__ import annotations
 
