@@ -103,7 +103,7 @@ def main() -> int:
         fw, fc, tw, tc = r["floor_wall_ms"], r["floor_cpu_ms"], r["tick_wall_ms"], r["tick_cpu_ms"]
         print(f"| {size} | {fw['median']} ({fw['min']}-{fw['max']}) / {fc['median']} | "
               f"{tw['median']} ({tw['min']}-{tw['max']}) / {tc['median']} | "
-              f"+{tw['median'] - fw['median']:.1f} | {r['bytes']} / {r['bytes_uncompressed']} |", flush=True)
+              f"{tw['median'] - fw['median']:+.1f} | {r['bytes']} / {r['bytes_uncompressed']} |", flush=True)
     unload_units(HOST)
     print(f"\n(units loaded on the host before the run: about {loaded})")
     return 0

@@ -47,7 +47,7 @@ def main() -> None:
     for _ in range(REPEAT):
         floors.append(timed(floor_argv, env))
         ticks.append(timed(tick_argv))
-    samples, snapshot, _ = hb.tick(units, "bench", None, 10)
+    samples, snapshot, _ = hb.tick(units, "bench", None, 10, bus=hb.system_bus_path())
     body = hb.encode_request(samples, {"host": "bench"}, int(snapshot.wall * 1e9))
     print(json.dumps({
         "units": len(units), "reported": len(snapshot.units), "samples": len(samples),
