@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: MIT
 """systemd-heartbeat: push the state of load-bearing systemd units to VictoriaMetrics.
 
-One tick reads the allowlisted units plus every failed unit with a constant number of
-systemctl calls, shapes them into metrics, hand-encodes an OTLP/HTTP protobuf request and
-POSTs it. Run every 30 s by systemd-heartbeat.timer; run it by hand with --dry-run to see
+One tick reads the allowlisted units plus every failed unit from systemd over D-Bus (a
+small client written by hand, two pipelined rounds of calls whatever the number of units;
+two systemctl calls when there is no bus), shapes them into metrics, hand-encodes an
+OTLP/HTTP protobuf request and POSTs it. Run every 30 s by systemd-heartbeat.timer; run it by hand with --dry-run to see
 exactly what it would push.
 
 This file is the only implementation of collection and encoding in the project: the
@@ -140,7 +141,8 @@ def unique(items) -> list:
 
 
 # ---------------------------------------------------------------------------------------
-# Reading systemd: at most two systemctl calls per tick, whatever the number of units
+# Reading systemd with systemctl: two calls per tick, whatever the number of units (the
+# fallback when the system bus cannot be used), and collect(), which picks the way
 # ---------------------------------------------------------------------------------------
 
 def run_command(argv: list[str], timeout: float) -> str:
