@@ -55,12 +55,12 @@ def main() -> int:
     lab.ssh(HOST, "cat > /opt/bench/peers_harness.py", input=(ROOT / "bench/peers_harness.py").read_text())
     for name in ("prometheus-systemd-exporter", "prometheus-node-exporter"):
         lab.run(["cp", lab.peer(name), str(lab.host_dir(HOST) / "root/opt/bench/bin" / name)])
-    print(f"Machine: {machine()}; {HOST}: systemd 252, Python 3.11; median of {args.repeat} (min-max in the JSON); "
+    print(f"Machine: {machine()}; {HOST}: systemd 252, Python 3.11; median of {args.repeat} (spread below); "
           "wall / CPU per collection, gzipped bytes, memory held between collections.\n")
     print("| N monitored | heartbeat tick (ratio to the best peer) | systemd_exporter 0.7 scrape | "
           "node_exporter, systemd collector |")
     print("|---:|---|---|---|")
-    startups = []
+    startups, spreads = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         names = load_units(HOST, size, timers=True)
         lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
@@ -71,12 +71,20 @@ def main() -> int:
                                 "bench-.+", "/opt/bench/lib/systemd_heartbeat.py"], timeout=1800)
         r = json.loads(answer.stdout)
         startups.append((size, r["startup"]))
+        spreads.append((size, r))
         best = min((r["systemd_exporter"], r["node_exporter"]), key=lambda x: x["wall_ms"]["median"])
         print(f"| {size} ({loaded} loaded) | {cell(r['heartbeat'], best)} | {cell(r['systemd_exporter'], None)} | "
               f"{cell(r['node_exporter'], None)} |", flush=True)
         (ROOT / "bench/results").mkdir(exist_ok=True)
         (ROOT / f"bench/results/peers-{size}.json").write_text(json.dumps(r, indent=2))
     unload_units(HOST)
+    print(f"\nSpread over the {args.repeat} collections, min-max, wall / CPU ms:\n")
+    print("| N | heartbeat tick | systemd_exporter scrape | node_exporter scrape |")
+    print("|---:|---|---|---|")
+    for size, r in spreads:
+        print(f"| {size} | " + " | ".join(f"{r[n]['wall_ms']['min']}-{r[n]['wall_ms']['max']} / "
+                                          f"{r[n]['cpu_ms']['min']}-{r[n]['cpu_ms']['max']}"
+                                          for n in ("heartbeat", "systemd_exporter", "node_exporter")) + " |")
     print("\nStart-up every Python oneshot pays, measured in the same run (wall / CPU, median):")
     for size, startup in startups:
         interpreter, loaded = startup["interpreter"], startup["module_loaded"]
