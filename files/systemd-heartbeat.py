@@ -1042,7 +1042,7 @@ def shape(snapshot: Snapshot, host: str, memory: dict | None = None) -> list[tup
 # ---------------------------------------------------------------------------------------
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
-# The file is private to the service (StateDirectory=, mode 0700) and starts with the CRC-32
+# The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the CRC-32
 # of the rest: marshal trusts the lengths it reads, and a corrupt one could make it allocate
 # for seconds. A file that fails the check or that marshal cannot read (written by another
 # Python version) only costs one tick's staleness markers.
