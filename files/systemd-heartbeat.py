@@ -574,6 +574,8 @@ class SystemBus:
     """One connection to the system bus; calls are pipelined and matched to replies by serial."""
 
     def __init__(self, path: str, timeout: float):
+        if sys.byteorder != "little":  # systemd writes in the host's order; this client reads 'l'
+            raise BusUnavailable("the D-Bus client reads little-endian messages only, this host is big-endian")
         self.path, self.timeout = path, timeout
         self.deadline = time.monotonic() + timeout
         self.buffer = b""

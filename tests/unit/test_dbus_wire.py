@@ -158,3 +158,9 @@ def test_a_bus_that_refuses_us_falls_back_to_systemctl(tmp_path):
     assert snapshot.warning == (f"the system bus at {tmp_path / 'bus'} refused us: REJECTED EXTERNAL; "
                                 "reading through systemctl instead")
     assert snapshot.units[0]["ActiveState"] == "active"
+
+
+def test_a_big_endian_host_reads_through_systemctl(monkeypatch):
+    monkeypatch.setattr(hb.sys, "byteorder", "big")
+    with pytest.raises(hb.BusUnavailable, match="little-endian messages only"):
+        hb.SystemBus("/run/dbus/system_bus_socket", 1)
