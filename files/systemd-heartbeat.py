@@ -696,7 +696,7 @@ def unit_path(name: str) -> str:
 def listing_rows(reply, what: str) -> list[tuple]:
     """ListUnits*'s a(ssssssouso) -> (name, load, active, sub, object path) rows."""
     if isinstance(reply, BusCallError):
-        raise HeartbeatError(f"systemd refused {what}: {reply.name}: {reply.message}")
+        raise HeartbeatError(f"systemd refused {what}: {reply.name}: {reply.message}")  # e.g. AccessDenied
     return [(row[0], row[2], row[3], row[4], row[6]) for row in reply[0]]
 
 
@@ -715,16 +715,16 @@ def read_over_bus(patterns: list[str], bus: SystemBus) -> tuple[list[dict], floa
     calls = [get_property(unit_path(MANAGER_UNIT), UNIT_INTERFACE, "ActiveEnterTimestamp"), listing_call]
     if exact:
         calls.append((MANAGER_PATH, MANAGER_INTERFACE, "ListUnitsByNames", "as", marshal_string_array(exact)))
-    first = {name: {"Unit": name} for name in exact}
+    asked = {name: {"Unit": name} for name in exact}  # the allowlisted units, asked in round one
     paths = {name: unit_path(name) for name in exact}
     gets = []
-    for name, unit in first.items():
+    for name, unit in asked.items():
         wanted = ((UNIT_INTERFACE, "StateChangeTimestamp"), *BUS_PROPERTIES.get(unit_type(name), ()))
         gets += property_calls(unit, paths[name], wanted)
     replies = bus.call_all(calls + [call for _, _, call in gets])
-    store(gets, replies[len(calls):])
+    store_answers(gets, replies[len(calls):])
     manager_start = None if isinstance(replies[0], BusCallError) else parse_timestamp(replies[0][0])
-    loaded = listing_rows(replies[1], "to list units")
+    loaded = listing_rows(replies[1], listing_call[2])
     rows = {row[0]: row for row in loaded}
     if exact:
         by_name = listing_rows(replies[2], "ListUnitsByNames")
@@ -735,7 +735,7 @@ def read_over_bus(patterns: list[str], bus: SystemBus) -> tuple[list[dict], floa
     units, gets = [], []
     for name in names:
         unit_id, load_state, active_state, sub_state, path = rows[name]
-        unit = first.get(name) or {"Unit": name}
+        unit = asked.get(name) or {"Unit": name}
         unit.update(Id=unit_id, LoadState=load_state, ActiveState=active_state, SubState=sub_state,
                     Allowlisted=name in allowlisted)
         kind = unit_type(name)
@@ -745,11 +745,11 @@ def read_over_bus(patterns: list[str], bus: SystemBus) -> tuple[list[dict], floa
         if active_state not in ("active", "reloading"):
             gets += property_calls(unit, path, STOPPED_PROPERTIES.get(kind, ((UNIT_INTERFACE, "ActiveExitTimestamp"),)))
         units.append(unit)
-    store(gets, bus.call_all([call for _, _, call in gets]))
+    store_answers(gets, bus.call_all([call for _, _, call in gets]))
     return units, manager_start
 
 
-def store(gets: list[tuple], replies: list) -> None:
+def store_answers(gets: list[tuple], replies: list) -> None:
     """Put each Get's answer into its unit dict; an error leaves the property out (NRestarts
     before systemd 235, a unit that vanished), as systemctl show would."""
     for (unit, prop, _), reply in zip(gets, replies):
@@ -757,38 +757,6 @@ def store(gets: list[tuple], replies: list) -> None:
             unit.pop(prop, None)
         else:
             unit[prop] = reply[0]
-
-
-def calendar_expressions(units: list[dict], known: dict) -> list[str]:
-    """OnCalendar expressions whose period cannot be read off the timer and is not known yet:
-    calendar timers that never triggered (after a reboot, unless Persistent=true)."""
-    wanted = []
-    for unit in units:
-        if unit_type(str(unit["Unit"])) != "timer" or repeating_period(unit) is not None:
-            continue
-        if parse_timestamp(unit.get("LastTriggerUSec", "")) is not None:
-            continue
-        wanted += [value for base, value in parse_timer_settings(unit.get("TimersCalendar"))
-                   if base == "OnCalendar" and value not in known]
-    return unique(wanted)
-
-
-def calendar_periods(expressions: list[str], run=run_command,
-                     timeout: float = DEFAULT_TIMEOUT) -> dict[str, float]:
-    """Gap between the next two elapses of each OnCalendar expression, in one call."""
-    if not expressions:
-        return {}
-    text = run(["systemd-analyze", "calendar", "--iterations=2", "--", *expressions], timeout)
-    periods, elapses = {}, []
-    for line in text.splitlines() + [""]:
-        label, _, value = line.strip().partition(": ")
-        if label in ("Next elapse", "Iter. #2"):
-            elapses.append(parse_timestamp(value))
-        elif not line.strip() and elapses:
-            if len(elapses) == 2 and None not in elapses and len(periods) < len(expressions):
-                periods[expressions[len(periods)]] = elapses[1] - elapses[0]
-            elapses = []
-    return periods
 
 
 # ---------------------------------------------------------------------------------------
@@ -920,6 +888,38 @@ def timer_interval(unit: dict, remembered: float | None, calendar: dict) -> floa
         if gaps:
             return min(gaps)
     return remembered
+
+
+def calendar_expressions(units: list[dict], known: dict) -> list[str]:
+    """OnCalendar expressions whose period cannot be read off the timer and is not known yet:
+    calendar timers that never triggered (after a reboot, unless Persistent=true)."""
+    wanted = []
+    for unit in units:
+        if unit_type(str(unit["Unit"])) != "timer" or repeating_period(unit) is not None:
+            continue
+        if parse_timestamp(unit.get("LastTriggerUSec", "")) is not None:
+            continue
+        wanted += [value for base, value in parse_timer_settings(unit.get("TimersCalendar"))
+                   if base == "OnCalendar" and value not in known]
+    return unique(wanted)
+
+
+def calendar_periods(expressions: list[str], run=run_command,
+                     timeout: float = DEFAULT_TIMEOUT) -> dict[str, float]:
+    """Gap between the next two elapses of each OnCalendar expression, in one call."""
+    if not expressions:
+        return {}
+    text = run(["systemd-analyze", "calendar", "--iterations=2", "--", *expressions], timeout)
+    periods, elapses = {}, []
+    for line in text.splitlines() + [""]:
+        label, _, value = line.strip().partition(": ")
+        if label in ("Next elapse", "Iter. #2"):
+            elapses.append(parse_timestamp(value))
+        elif not line.strip() and elapses:
+            if len(elapses) == 2 and None not in elapses and len(periods) < len(expressions):
+                periods[expressions[len(periods)]] = elapses[1] - elapses[0]
+            elapses = []
+    return periods
 
 
 def next_elapse(unit: dict, wall: float, monotonic: float) -> float | None:
