@@ -85,6 +85,12 @@ def main() -> int:
         print(f"| {size} | " + " | ".join(f"{r[n]['wall_ms']['min']}-{r[n]['wall_ms']['max']} / "
                                           f"{r[n]['cpu_ms']['min']}-{r[n]['cpu_ms']['max']}"
                                           for n in ("heartbeat", "systemd_exporter", "node_exporter")) + " |")
+    print("\nExporter CPU per scrape read again 0.5 s after it (work left for later, such as garbage "
+          "collection, included), median ms:")
+    for size, r in spreads:
+        print(f"- N = {size}: systemd_exporter {r['systemd_exporter']['cpu_settled_ms']['median']} "
+              f"(at the response {r['systemd_exporter']['cpu_ms']['median']}); node_exporter "
+              f"{r['node_exporter']['cpu_settled_ms']['median']} (at the response {r['node_exporter']['cpu_ms']['median']})")
     print("\nStart-up every Python oneshot pays, measured in the same run (wall / CPU, median):")
     for size, startup in startups:
         interpreter, loaded = startup["interpreter"], startup["module_loaded"]

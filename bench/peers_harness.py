@@ -126,20 +126,25 @@ def main() -> None:
         load_only = ["python3", "-IS", "-c", f"import sys; sys.path.insert(0, {os.path.dirname(HEARTBEAT_MODULE)!r}); "
                      "import systemd_heartbeat as h; h.exit_now(0)"]
         rss = {name: [] for name in PEERS}
+        settled = {name: [] for name in PEERS}
         pids = bus_side_pids()
         for _ in range(REPEAT):
             floors["interpreter"].append(timed(["python3", "-IS", "-c", "pass"]))
             floors["module_loaded"].append(timed(load_only))
             results["heartbeat"].append(with_bus_side_cpu(pids, lambda: timed(tick_argv) + (0,)))
             for name, process in processes.items():
+                before = cpu_ms(process.pid)
                 results[name].append(with_bus_side_cpu(pids, scrape, name, process.pid))
                 time.sleep(0.5)  # let the Go runtime settle, then read what it holds between scrapes
+                # and the CPU again: work the scrape left for later (garbage collection) counts too
+                settled[name].append(cpu_ms(process.pid) - before)
                 rss[name].append(rss_mb(process.pid))
         out = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows]),
                       "bytes": rows[-1][2], "bus_side_cpu_ms": summary([r[3] for r in rows])}
                for name, rows in results.items()}
         for name in PEERS:
             out[name]["rss_mb"] = round(statistics.median(rss[name]), 1)
+            out[name]["cpu_settled_ms"] = summary(settled[name])
         out["heartbeat"]["rss_mb"] = 0.0  # a oneshot: nothing runs between ticks
         out["heartbeat"]["bytes"] = pushed_bytes()
         out["startup"] = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows])}
