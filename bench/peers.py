@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import HOST, install_heartbeat, load_units, machine, unload_units  # noqa: E402
+from tick import HOST, load_units, machine, prepare_host, unload_units  # noqa: E402
 
 
 def cell(result: dict, best: dict | None) -> str:
@@ -49,10 +49,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="12,200,1000")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
-    url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
-    install_heartbeat(HOST)
-    lab.ssh(HOST, "cat > /opt/bench/peers_harness.py", input=(ROOT / "bench/peers_harness.py").read_text())
+    url = prepare_host("peers_harness.py")
     for name in ("prometheus-systemd-exporter", "prometheus-node-exporter"):
         lab.run(["cp", lab.peer(name), str(lab.host_dir(HOST) / "root/opt/bench/bin" / name)])
     print(f"Machine: {machine()}; {HOST}: systemd 252, Python 3.11; median of {args.repeat} (spread below); "

@@ -38,6 +38,15 @@ def install_heartbeat(host: str) -> None:
             input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
 
 
+def prepare_host(harness: str) -> str:
+    """Boot HOST, install the heartbeat and the harness (a file in bench/) into it; the lab's
+    OTLP URL."""
+    lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
+    install_heartbeat(HOST)
+    lab.ssh(HOST, f"cat > /opt/bench/{harness}", input=(ROOT / "bench" / harness).read_text())
+    return f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
+
+
 # Stopped before their files go: an active unit whose file is removed stays loaded (not-found),
 # and every unit left loaded makes each peer's full unit listing longer.
 STOP_BENCH_UNITS = "systemctl stop 'bench-*' || true"
@@ -81,10 +90,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="10,50,200")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
-    url = f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
-    install_heartbeat(HOST)
-    lab.ssh(HOST, "cat > /opt/bench/tick_harness.py", input=(ROOT / "bench/tick_harness.py").read_text())
+    url = prepare_host("tick_harness.py")
     loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
     print(f"Machine: {machine()}; lab host {HOST}: systemd "
           f"{lab.inside(HOST, ['systemctl', '--version']).stdout.split()[1]}, "

@@ -518,11 +518,10 @@ def header_fields(message: bytes) -> dict:
     end = 16 + struct.unpack_from("<I", message, 12)[0]
     position, fields = 16, {}
     while position < end:
-        code, kind = message[position], message[position + 2]
-        if message[position + 1] != 1:  # a longer variant signature: not one of the above
-            (code, value), position = decode_value(message, position, "(yv)")
-            fields[code] = value
-        elif kind == 0x75:  # u, 4-aligned at +4
+        code = message[position]
+        # the variant's one-character signature; 0 for a longer one, which goes the generic way
+        kind = message[position + 2] if message[position + 1] == 1 else 0
+        if kind == 0x75:  # u, 4-aligned at +4
             fields[code] = struct.unpack_from("<I", message, position + 4)[0]
             position += 8
         elif kind in (0x73, 0x6F):  # s, o: length at +4
@@ -540,6 +539,11 @@ def header_fields(message: bytes) -> dict:
     return fields
 
 
+def body_offset(fields_length: int) -> int:
+    """Where a message's body starts: after the 16 fixed bytes and the fields, 8-aligned."""
+    return 16 + fields_length + (-fields_length % 8)
+
+
 # inner signature of a one-value variant -> (struct format, or "" for a string; alignment)
 _SIMPLE_VARIANTS = {b"t": ("<Q", 8), b"x": ("<q", 8), b"u": ("<I", 4), b"i": ("<i", 4), b"s": ("", 4)}
 
@@ -547,8 +551,7 @@ _SIMPLE_VARIANTS = {b"t": ("<Q", 8), b"x": ("<q", 8), b"u": ("<I", 4), b"i": ("<
 def parse_message(message: bytes):
     """(type, reply serial, the reply's values or a BusCallError) of one whole message."""
     fields = header_fields(message)
-    fields_length = struct.unpack_from("<I", message, 12)[0]
-    body_start = 16 + fields_length + (-fields_length % 8)
+    body_start = body_offset(struct.unpack_from("<I", message, 12)[0])
     signature = fields.get(8, "")
     inner = message[body_start + 1:body_start + 2]
     if message[1] == 2 and signature == "v" and message[body_start] == 1 and inner in _SIMPLE_VARIANTS:
@@ -621,7 +624,7 @@ class SystemBus:
             if buffer[start] != 0x6C:  # 'l'
                 raise HeartbeatError("big-endian D-Bus messages are not supported")
             body_length, _, fields_length = struct.unpack_from("<III", buffer, start + 4)
-            end = start + 16 + fields_length + (-fields_length % 8) + body_length
+            end = start + body_offset(fields_length) + body_length
             if end > len(buffer):
                 break
             yield buffer[start:end]
@@ -704,6 +707,11 @@ def property_calls(unit: dict, path: str, wanted) -> list[tuple]:
     return [(unit, prop, get_property(path, interface, prop)) for interface, prop in wanted]
 
 
+def own_properties(kind: str) -> tuple:
+    """What every unit of this type is asked for: its state change time, then BUS_PROPERTIES."""
+    return ((UNIT_INTERFACE, "StateChangeTimestamp"), *BUS_PROPERTIES.get(kind, ()))
+
+
 def read_over_bus(patterns: list[str], bus: SystemBus) -> tuple[list[dict], float | None]:
     """The allowlisted and failed units over D-Bus, in two pipelined rounds. The first: the
     listings, and each allowlisted unit's own properties (its object path follows from its
@@ -719,8 +727,7 @@ def read_over_bus(patterns: list[str], bus: SystemBus) -> tuple[list[dict], floa
     paths = {name: unit_path(name) for name in exact}
     gets = []
     for name, unit in asked.items():
-        wanted = ((UNIT_INTERFACE, "StateChangeTimestamp"), *BUS_PROPERTIES.get(unit_type(name), ()))
-        gets += property_calls(unit, paths[name], wanted)
+        gets += property_calls(unit, paths[name], own_properties(unit_type(name)))
     replies = bus.call_all(calls + [call for _, _, call in gets])
     store_answers(gets, replies[len(calls):])
     manager_start = None if isinstance(replies[0], BusCallError) else parse_timestamp(replies[0][0])
@@ -740,8 +747,7 @@ def read_over_bus(patterns: list[str], bus: SystemBus) -> tuple[list[dict], floa
                     Allowlisted=name in allowlisted)
         kind = unit_type(name)
         if path != paths.get(name):  # not asked yet (or asked at another path: an alias's)
-            gets += property_calls(unit, path, ((UNIT_INTERFACE, "StateChangeTimestamp"),
-                                                *BUS_PROPERTIES.get(kind, ())))
+            gets += property_calls(unit, path, own_properties(kind))
         if active_state not in ("active", "reloading"):
             gets += property_calls(unit, path, STOPPED_PROPERTIES.get(kind, ((UNIT_INTERFACE, "ActiveExitTimestamp"),)))
         units.append(unit)
