@@ -15,15 +15,6 @@ import sys
 import time
 import urllib.request
 
-LAUNCHER, ALLOWLIST, URL, REPEAT, SYSTEMD_EXPORTER, NODE_EXPORTER, REGEX, HEARTBEAT_MODULE = sys.argv[1:9]
-REPEAT = int(REPEAT)
-PEERS = {
-    "systemd_exporter": [SYSTEMD_EXPORTER, "--web.listen-address=127.0.0.1:19558",
-                         f"--systemd.collector.unit-include={REGEX}", "--systemd.collector.enable-restart-count"],
-    "node_exporter": [NODE_EXPORTER, "--web.listen-address=127.0.0.1:19100", "--collector.disable-defaults",
-                      "--collector.systemd", f"--collector.systemd.unit-include={REGEX}",
-                      "--collector.systemd.enable-restarts-metrics"],
-}
 PORTS = {"systemd_exporter": 19558, "node_exporter": 19100}
 STATE_DIR = "/opt/bench/state"
 
@@ -88,23 +79,39 @@ def summary(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
-def pushed_bytes() -> int:
+def tick_argv(launcher: str, allowlist: str, url: str, host: str, state_dir: str) -> list[str]:
+    """One heartbeat tick as the service runs it: the launcher, with its state directory (the
+    first tick fills it)."""
+    os.makedirs(state_dir, exist_ok=True)
+    return [launcher, "--allowlist", allowlist, "--url", url, "--host", host, "--state-dir", state_dir]
+
+
+def pushed_bytes(heartbeat_module: str, allowlist: str) -> int:
     """The gzipped request one tick pushes (the same code the tick runs)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("hb", HEARTBEAT_MODULE)
+    spec = importlib.util.spec_from_file_location("hb", heartbeat_module)
     hb = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hb)
-    units = [line.strip() for line in open(ALLOWLIST) if line.strip()]
+    units = [line.strip() for line in open(allowlist) if line.strip()]
     samples, snapshot, _ = hb.tick(units, "bench-peers", None, 30, bus=hb.system_bus_path())
     return len(hb.gzip(hb.encode_request(samples, {"host": "bench-peers"}, int(snapshot.wall * 1e9))))
 
 
 def main() -> None:
+    launcher, allowlist, url, repeat, systemd_exporter, node_exporter, regex, heartbeat_module = sys.argv[1:9]
+    repeat = int(repeat)
+    peers = {
+        "systemd_exporter": [systemd_exporter, "--web.listen-address=127.0.0.1:19558",
+                             f"--systemd.collector.unit-include={regex}", "--systemd.collector.enable-restart-count"],
+        "node_exporter": [node_exporter, "--web.listen-address=127.0.0.1:19100", "--collector.disable-defaults",
+                          "--collector.systemd", f"--collector.systemd.unit-include={regex}",
+                          "--collector.systemd.enable-restarts-metrics"],
+    }
     processes = {name: subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for name, argv in PEERS.items()}
+                 for name, argv in peers.items()}
     try:
-        for name in PEERS:
+        for name in peers:
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -114,24 +121,21 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-        # as the service runs it: with its state directory (the first tick fills it)
-        os.makedirs(STATE_DIR, exist_ok=True)
-        tick_argv = [LAUNCHER, "--allowlist", ALLOWLIST, "--url", URL, "--host", "bench-peers",
-                     "--state-dir", STATE_DIR]
-        timed(tick_argv)
-        results = {"heartbeat": [], **{name: [] for name in PEERS}}
+        tick = tick_argv(launcher, allowlist, url, "bench-peers", STATE_DIR)
+        timed(tick)
+        results = {"heartbeat": [], **{name: [] for name in peers}}
         # what any Python oneshot pays before its first call: the interpreter alone, and the
         # interpreter loading the heartbeat's module and leaving the way a tick leaves
         floors = {"interpreter": [], "module_loaded": []}
-        load_only = ["python3", "-IS", "-c", f"import sys; sys.path.insert(0, {os.path.dirname(HEARTBEAT_MODULE)!r}); "
+        load_only = ["python3", "-IS", "-c", f"import sys; sys.path.insert(0, {os.path.dirname(heartbeat_module)!r}); "
                      "import systemd_heartbeat as h; h.exit_now(0)"]
-        rss = {name: [] for name in PEERS}
-        settled = {name: [] for name in PEERS}
+        rss = {name: [] for name in peers}
+        settled = {name: [] for name in peers}
         pids = bus_side_pids()
-        for _ in range(REPEAT):
+        for _ in range(repeat):
             floors["interpreter"].append(timed(["python3", "-IS", "-c", "pass"]))
             floors["module_loaded"].append(timed(load_only))
-            results["heartbeat"].append(with_bus_side_cpu(pids, lambda: timed(tick_argv) + (0,)))
+            results["heartbeat"].append(with_bus_side_cpu(pids, lambda: timed(tick) + (0,)))
             for name, process in processes.items():
                 before = cpu_ms(process.pid)
                 results[name].append(with_bus_side_cpu(pids, scrape, name, process.pid))
@@ -142,11 +146,11 @@ def main() -> None:
         out = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows]),
                       "bytes": rows[-1][2], "bus_side_cpu_ms": summary([r[3] for r in rows])}
                for name, rows in results.items()}
-        for name in PEERS:
+        for name in peers:
             out[name]["rss_mb"] = round(statistics.median(rss[name]), 1)
             out[name]["cpu_settled_ms"] = summary(settled[name])
         out["heartbeat"]["rss_mb"] = 0.0  # a oneshot: nothing runs between ticks
-        out["heartbeat"]["bytes"] = pushed_bytes()
+        out["heartbeat"]["bytes"] = pushed_bytes(heartbeat_module, allowlist)
         out["startup"] = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows])}
                           for name, rows in floors.items()}
         print(json.dumps(out))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -30,20 +31,33 @@ LAUNCHER = "".join(line for line in (ROOT / "roles/systemd_monitoring/templates/
     .replace("{{ _systemd_monitoring_lib_dir }}", "@LIBDIR@")
 
 
-def install_heartbeat(host: str) -> None:
-    """The heartbeat as the role installs it: a precompiled module and the small launcher."""
-    lab.ssh(host, "mkdir -p /opt/bench/lib /opt/bench/bin && cat > /opt/bench/lib/systemd_heartbeat.py && "
-            "python3 -m compileall -q /opt/bench/lib", input=(ROOT / "files/systemd-heartbeat.py").read_text())
-    lab.ssh(host, "cat > /opt/bench/systemd-heartbeat && chmod 0755 /opt/bench/systemd-heartbeat",
-            input=LAUNCHER.replace("@LIBDIR@", "/opt/bench/lib"))
+def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: str = "/opt/bench",
+                      module: str = "systemd_heartbeat") -> str:
+    """A heartbeat as the role installs it: its files (path under the lib dir -> text; default the
+    working tree's single module) in PREFIX/lib, precompiled, and the small launcher importing
+    `exit_now, main` from `module`, PREFIX/systemd-heartbeat (returned)."""
+    files = files or {"systemd_heartbeat.py": (ROOT / "files/systemd-heartbeat.py").read_text()}
+    lib, root = f"{prefix}/lib", lab.host_dir(host) / "root"  # the host's / seen from the machine
+    lab.ssh(host, ["rm", "-rf", lib])
+    for name, text in files.items():
+        (root / lib.lstrip("/") / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / lib.lstrip("/") / name).write_text(text)
+    lab.ssh(host, ["python3", "-m", "compileall", "-q", "-f", lib])
+    launcher = re.sub(r"^from systemd_heartbeat\S* import", f"from {module} import", LAUNCHER, flags=re.M)
+    lab.ssh(host, f"cat > {prefix}/systemd-heartbeat && chmod 0755 {prefix}/systemd-heartbeat",
+            input=launcher.replace("@LIBDIR@", lib))
+    return f"{prefix}/systemd-heartbeat"
 
 
-def prepare_host(harness: str) -> str:
-    """Boot HOST, install the heartbeat and the harness (a file in bench/) into it; the lab's
-    OTLP URL."""
+def prepare_host(*harnesses: str, heartbeat: bool = True) -> str:
+    """Boot HOST, install the working tree's heartbeat (unless not heartbeat) and the harnesses
+    (files in bench/) into it; the lab's OTLP URL."""
     lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
-    install_heartbeat(HOST)
-    lab.ssh(HOST, f"cat > /opt/bench/{harness}", input=(ROOT / "bench" / harness).read_text())
+    lab.ssh(HOST, ["mkdir", "-p", "/opt/bench/bin"])  # peers.py puts the exporters there
+    if heartbeat:
+        install_heartbeat(HOST)
+    for harness in harnesses:
+        lab.ssh(HOST, f"cat > /opt/bench/{harness}", input=(ROOT / "bench" / harness).read_text())
     return f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
 
 

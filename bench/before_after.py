@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Benchmark: one heartbeat tick, two versions of the code, interleaved in one run on one lab host.
+
+    sudo .venv/bin/python bench/before_after.py [--before f40ecf3] [--after REV] [--sizes 12,200,1000] [--repeat 31]
+
+BEFORE and AFTER are git revisions; AFTER defaults to the working tree. Each version is installed
+on lab-host6 (booted for this, nothing else on it) the way the role deploys it, side by side: its
+code in a lib dir of its own (the package plugins/module_utils/systemd_heartbeat/ where the
+version has it, launcher importing systemd_heartbeat.cli; else the single module
+files/systemd-heartbeat.py as systemd_heartbeat.py, launcher importing systemd_heartbeat),
+precompiled with `python3 -m compileall -q -f`, run through `/usr/bin/python3 -IS launcher`.
+For each N the host gets the units bench/peers.py loads (bench-NNNN: oneshot services that stay
+active, one in ten failed, one in ten a timer; earlier sizes unloaded), both versions allowlist
+exactly them, and inside the host (bench/before_after_harness.py) each version ticks REPEAT
+times, alternating, with its own state directory, as the service runs it. Measured per tick as
+bench/peers.py measures the heartbeat: wall, CPU of the process and its children, and the CPU
+systemd and dbus-daemon spent meanwhile.
+
+Prints a Markdown table for BENCHMARKS.md: medians, the ratio after / before of the medians with
+a 90 % interval (the rounds resampled, before and after of one round kept together), and the
+spread (min-max). Run it with --after equal to --before to see the noise floor. Raw numbers go
+to bench/results/before-after-N.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lab"))
+sys.path.insert(0, str(ROOT / "bench"))
+import lab  # noqa: E402
+from tick import HOST, install_heartbeat, load_units, machine, prepare_host, unload_units  # noqa: E402
+
+PACKAGE = "plugins/module_utils/systemd_heartbeat"
+SINGLE = "files/systemd-heartbeat.py"
+VERSIONS = ("before", "after")
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout
+
+
+def version(rev: str | None) -> tuple[dict[str, str], str, str]:
+    """A version as the role installs it: its files (path under the lib dir -> text), the module
+    its launcher imports, and what it is, in words. rev None: the working tree."""
+    if rev is None:
+        paths = sorted((ROOT / PACKAGE).rglob("*.py"))
+        files = {f"systemd_heartbeat/{p.relative_to(ROOT / PACKAGE)}": p.read_text() for p in paths}
+        if not files:
+            files = {"systemd_heartbeat.py": (ROOT / SINGLE).read_text()}
+        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE).strip()
+        where = f"the working tree (HEAD {git('rev-parse', '--short', 'HEAD').strip()}{', with uncommitted changes' * bool(dirty)})"
+    else:
+        names = [n for n in git("ls-tree", "-r", "--name-only", rev, "--", PACKAGE).splitlines() if n.endswith(".py")]
+        files = {f"systemd_heartbeat/{n[len(PACKAGE) + 1:]}": git("show", f"{rev}:{n}") for n in names}
+        if not files:
+            files = {"systemd_heartbeat.py": git("show", f"{rev}:{SINGLE}")}
+        where = git("rev-parse", "--short", f"{rev}^{{commit}}").strip()
+    module = "systemd_heartbeat" if "systemd_heartbeat.py" in files else "systemd_heartbeat.cli"
+    if module.endswith(".cli") and "systemd_heartbeat/cli.py" not in files:
+        raise SystemExit(f"{where}: {PACKAGE}/ has no cli.py (yet): nothing for the launcher to run")
+    shape = f"package, {len(files)} files" if "systemd_heartbeat.py" not in files else "single module"
+    return files, module, f"{where}: {shape}, launcher `from {module} import exit_now, main`"
+
+
+def ratio_interval(before: list[float], after: list[float], draws: int = 2000) -> tuple[float, float]:
+    """5th and 95th percentile of median(after) / median(before) over the rounds drawn again with
+    replacement; the two ticks of a round stay together (they shared its moment)."""
+    rng, rounds = random.Random(1), range(len(before))
+    ratios = []
+    for _ in range(draws):
+        picked = rng.choices(rounds, k=len(before))
+        ratios.append(statistics.median(after[i] for i in picked) / statistics.median(before[i] for i in picked))
+    ratios.sort()
+    return ratios[int(draws * 0.05)], ratios[int(draws * 0.95) - 1]
+
+
+def metrics(rows: list[list[float]]) -> dict[str, list[float]]:
+    return {"wall": [r[0] for r in rows], "cpu": [r[1] for r in rows], "bus": [r[2] for r in rows],
+            "host_cpu": [r[1] + r[2] for r in rows]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default="f40ecf3", help="git revision (default f40ecf3)")
+    parser.add_argument("--after", default=None, help="git revision (default: the working tree)")
+    parser.add_argument("--sizes", default="12,200,1000")
+    parser.add_argument("--repeat", type=int, default=31)
+    args = parser.parse_args()
+    started = time.monotonic()
+    versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
+    url = prepare_host("before_after_harness.py", "peers_harness.py", heartbeat=False)
+    launchers = []
+    for name, (files, module, _) in versions.items():
+        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", module), f"/opt/bench/{name}/state"]
+    py = lab.inside(HOST, ["python3", "-V"]).stdout.split()[1]
+    systemd = lab.inside(HOST, ["systemctl", "--version"]).stdout.split()[1]
+    print(f"Command: `sudo .venv/bin/python bench/before_after.py {shlex.join(sys.argv[1:])}`\n")
+    print(f"Before: {versions['before'][2]}.  \nAfter: {versions['after'][2]}.\n")
+    print(f"Machine: {machine()}; {HOST}: systemd {systemd}, Python {py}; {args.repeat} ticks of each version, "
+          "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
+          "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians, 90 % interval "
+          "in brackets (rounds resampled).\n")
+    print("| N monitored (loaded) | before | after | after / before: wall | CPU | CPU with systemd, dbus-daemon |")
+    print("|---:|---|---|---|---|---|")
+    spreads = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        names = load_units(HOST, size, timers=True)
+        lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
+        loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+        answer = lab.ssh(HOST, ["python3", "/opt/bench/before_after_harness.py", "/opt/bench/allowlist", url,
+                                str(args.repeat), *launchers], timeout=1800)
+        result = dict(zip(VERSIONS, json.loads(answer.stdout)))
+        (ROOT / "bench/results").mkdir(exist_ok=True)
+        (ROOT / f"bench/results/before-after-{size}.json").write_text(json.dumps(result, indent=2))
+        for name in VERSIONS:
+            if result[name]["stderr"] or answer.stderr:
+                print(f"warning: {name} at N = {size} wrote to stderr: {result[name]['stderr']}{answer.stderr}",
+                      file=sys.stderr)
+        m = {name: metrics(result[name]["rows"]) for name in VERSIONS}
+        med = {name: {k: statistics.median(v) for k, v in m[name].items()} for name in VERSIONS}
+        cells = [f"{med[n]['wall']:.1f} / {med[n]['cpu']:.1f} (+{med[n]['bus']:.1f})" for n in VERSIONS]
+        ratios = []
+        for key in ("wall", "cpu", "host_cpu"):
+            low, high = ratio_interval(m["before"][key], m["after"][key])
+            ratios.append(f"x{med['after'][key] / med['before'][key]:.3f} [{low:.3f}-{high:.3f}]")
+        samples = " / ".join(sorted({str(result[n]["samples"]) for n in VERSIONS}))
+        print(f"| {size} ({loaded}; {samples} samples) | {' | '.join(cells)} | {' | '.join(ratios)} |", flush=True)
+        spreads.append((size, m))
+    unload_units(HOST)
+    print(f"\nSpread over the {args.repeat} ticks, min-max, wall / CPU / systemd and dbus-daemon, ms:\n")
+    print("| N | before | after |")
+    print("|---:|---|---|")
+    for size, m in spreads:
+        print(f"| {size} | " + " | ".join(" / ".join(f"{min(m[n][k]):.1f}-{max(m[n][k]):.1f}" for k in ("wall", "cpu", "bus"))
+                                          for n in VERSIONS) + " |")
+    print(f"\n(The run took {time.monotonic() - started:.0f} s.)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
