@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 """The local lab: real systemd hosts in systemd-nspawn, VictoriaMetrics and Alertmanager on loopback.
 
-    python3 lab/lab.py up [--hosts N] [--first K]   boot hosts K..K+N-1 (default 1..2), VictoriaMetrics
+    python3 lab/lab.py up [--hosts N] [--first K] [--trixie M]
+                                                     boot hosts K..K+N-1 (default 1..2), Debian 13
+                                                     hosts 1..M (default none), VictoriaMetrics
                                                      and Alertmanager; idempotent
     python3 lab/lab.py stop HOST...                  stop and remove some hosts
     python3 lab/lab.py down                          stop everything, remove the hosts; idempotent
@@ -11,6 +13,9 @@
 
 Each host is a copy of a cached debootstrap'ed Debian 12 rootfs, booted with systemd as
 PID 1, named lab-host1, lab-host2, ..., with sshd on 127.0.0.1:2201, 2202, ... (key only).
+Debian 13 hosts (systemd 257, Python 3.13, dbus-broker as the system bus), for checking the
+heartbeat on the next release, are copies of a Debian 13 rootfs named lab-trixie1, ... with
+sshd on 127.0.0.1:2301, ...; they boot only when asked for (--trixie).
 The hosts share the machine's network, so VictoriaMetrics on 127.0.0.1:30428 is at the same
 address from inside, as it is on kai-server (a k3s NodePort); Alertmanager listens on
 127.0.0.1:9093. Everything binds to loopback.
@@ -22,6 +27,9 @@ Standard library only, so tests and the benchmark import it as a helper.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -33,7 +41,6 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("SYSTEMD_MONITORING_LAB_CACHE", "/var/cache/systemd-monitoring-lab"))
 RUN = Path(os.environ.get("SYSTEMD_MONITORING_LAB_DIR", "/var/lib/systemd-monitoring-lab"))
-ROOTFS = CACHE / "rootfs-bookworm"
 TOOLS = CACHE / "debian-trixie"  # victoria-metrics, vmalert, vmalert-tool, alertmanager
 NSPAWN_RUNTIME = Path("/run/systemd/nspawn")
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -45,6 +52,14 @@ SSH_PORT_BASE = 2200
 VM_PORT = 30428
 ALERTMANAGER_PORT = 9093
 HOST_PREFIX = "lab-host"
+TRIXIE_PREFIX = "lab-trixie"
+# What a host runs, by its name's prefix: (Debian suite, debootstrap --include, SSH port base).
+# Debian 13 gets dbus-broker, its alternative system bus, so the heartbeat's D-Bus client is
+# checked against both bus implementations (Debian 12 only has dbus-daemon).
+HOST_KINDS = {
+    HOST_PREFIX: ("bookworm", ROOTFS_PACKAGES, SSH_PORT_BASE),
+    TRIXIE_PREFIX: ("trixie", "systemd,systemd-sysv,dbus-broker,python3,openssh-server,iproute2", 2300),
+}
 SYSTEMCTL_READY = ("running", "degraded")
 
 
@@ -73,20 +88,43 @@ def ensure_machine_packages() -> None:
         run(["apt-get", "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL)
 
 
-def ensure_rootfs() -> Path:
-    """debootstrap once; later runs copy the cached tree (about 50 s the first time)."""
-    if (ROOTFS / "usr/bin/python3").exists():
-        return ROOTFS
-    ensure_machine_packages()
-    partial = CACHE / "rootfs-bookworm.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+@contextlib.contextmanager
+def cache_lock(name: str):
+    """One builder at a time per cache entry: two lab commands (or test sessions) started
+    together on a fresh machine would otherwise debootstrap into the same partial tree."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    log(f"debootstrap bookworm into {ROOTFS} (once)")
-    with open(CACHE / "debootstrap.log", "w") as out:
-        run(["debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}", "bookworm",
-             str(partial), DEBIAN_MIRROR], stdout=out, stderr=subprocess.STDOUT)
-    partial.rename(ROOTFS)
-    return ROOTFS
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def remove_tree(path: Path) -> None:
+    """rm -r that first unmounts what an interrupted debootstrap left mounted inside (its /proc,
+    /sys, maybe a bind of /dev): rmtree would walk into them, fail, and leave the tree behind."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{path}/")), reverse=True):
+        run(["umount", "-l", mount], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ensure_rootfs(kind: str = HOST_PREFIX) -> Path:
+    """debootstrap once per suite; later runs copy the cached tree (about 50 s the first time)."""
+    suite, packages, _ = HOST_KINDS[kind]
+    rootfs = CACHE / f"rootfs-{suite}"
+    if (rootfs / "usr/bin/python3").exists():
+        return rootfs
+    ensure_machine_packages()
+    with cache_lock(f"rootfs-{suite}"):
+        if (rootfs / "usr/bin/python3").exists():  # built while we waited for the lock
+            return rootfs
+        partial = CACHE / f"rootfs-{suite}.partial"
+        remove_tree(partial)
+        log(f"debootstrap {suite} into {rootfs} (once)")
+        with open(CACHE / f"debootstrap-{suite}.log", "w") as out:
+            run(["debootstrap", "--variant=minbase", f"--include={packages}", suite,
+                 str(partial), DEBIAN_MIRROR], stdout=out, stderr=subprocess.STDOUT)
+        partial.rename(rootfs)
+    return rootfs
 
 
 def unpack_from_suite(suite: str, packages: tuple[str, ...], into: Path) -> None:
@@ -140,12 +178,21 @@ def peer(name: str) -> str:
 
 # ------------------------------------------------------------------ hosts
 
-def host_names(count: int, first: int = 1) -> list[str]:
-    return [f"{HOST_PREFIX}{i}" for i in range(first, first + count)]
+def host_names(count: int, first: int = 1, kind: str = HOST_PREFIX) -> list[str]:
+    return [f"{kind}{i}" for i in range(first, first + count)]
+
+
+def host_kind(host: str) -> str:
+    """The prefix of a lab host's name (HOST_KINDS), which says what it runs."""
+    for kind in HOST_KINDS:
+        if host.startswith(kind) and host[len(kind):].isdigit():
+            return kind
+    raise LabError(f"not a lab host name: {host!r}")
 
 
 def ssh_port(host: str) -> int:
-    return SSH_PORT_BASE + int(host[len(HOST_PREFIX):])
+    kind = host_kind(host)
+    return HOST_KINDS[kind][2] + int(host[len(kind):])
 
 
 def host_dir(host: str) -> Path:
@@ -202,7 +249,7 @@ def prepare_rootfs(host: str) -> Path:
     partial = host_dir(host) / "root.partial"
     shutil.rmtree(partial, ignore_errors=True)
     host_dir(host).mkdir(parents=True, exist_ok=True)
-    run(["cp", "-a", "--reflink=auto", str(ensure_rootfs()), str(partial)])
+    run(["cp", "-a", "--reflink=auto", str(ensure_rootfs(host_kind(host))), str(partial)])
     (partial / "etc/hostname").write_text(host + "\n")
     (partial / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host}\n")
     (partial / "etc/ssh/sshd_config.d/lab.conf").write_text(
@@ -446,16 +493,16 @@ def running_hosts() -> list[str]:
 
 # ------------------------------------------------------------------ commands
 
-def up(count: int, first: int = 1) -> list[str]:
+def up(count: int, first: int = 1, trixie: int = 0) -> list[str]:
+    """Boot lab-host{first..first+count-1} and lab-trixie{1..trixie}, VictoriaMetrics, Alertmanager."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (systemd-nspawn, mount)")
     ensure_machine_packages()
-    ensure_rootfs()
-    ensure_tools()
+    hosts = host_names(count, first) + host_names(trixie, kind=TRIXIE_PREFIX)
+    ensure_downloads({host_kind(host) for host in hosts})
     key_path()
     url = start_victoriametrics("victoria-metrics", VM_PORT)
     alertmanager = start_alertmanager()
-    hosts = host_names(count, first)
     for host in hosts:
         boot(host)
     for host in hosts:
@@ -463,6 +510,15 @@ def up(count: int, first: int = 1) -> list[str]:
     log(f"up: {', '.join(f'{h} (ssh 127.0.0.1:{ssh_port(h)})' for h in hosts)}; "
         f"VictoriaMetrics {url}; Alertmanager {alertmanager}; Ansible inventory: inventory/lab.yml")
     return hosts
+
+
+def ensure_downloads(kinds) -> None:
+    """The rootfs of each kind of host and the tools, side by side: on a fresh machine each is
+    mostly waiting on the mirror, so two debootstraps together take little longer than one."""
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        jobs = [pool.submit(ensure_rootfs, kind) for kind in sorted(kinds)] + [pool.submit(ensure_tools)]
+        for job in jobs:
+            job.result()
 
 
 def down() -> None:
@@ -499,6 +555,7 @@ def main(argv=None) -> int:
     up_parser = sub.add_parser("up", help="boot the lab hosts and VictoriaMetrics")
     up_parser.add_argument("--hosts", type=int, default=2, help="how many hosts (default 2)")
     up_parser.add_argument("--first", type=int, default=1, help="number of the first host (default 1)")
+    up_parser.add_argument("--trixie", type=int, default=0, help="how many Debian 13 hosts (default 0)")
     sub.add_parser("down", help="stop and remove everything the lab started")
     stop_parser = sub.add_parser("stop", help="stop and remove some hosts, leave the rest running")
     stop_parser.add_argument("hosts", nargs="+")
@@ -509,15 +566,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            if not 1 <= args.hosts <= 50 or not 1 <= args.first <= 50:
-                raise LabError(f"--hosts and --first must be between 1 and 50, got {args.hosts}, {args.first}")
-            up(args.hosts, args.first)
+            if not 1 <= args.hosts <= 50 or not 1 <= args.first <= 50 or not 0 <= args.trixie <= 50:
+                raise LabError(f"--hosts and --first must be between 1 and 50 and --trixie between 0 and "
+                               f"50, got {args.hosts}, {args.first}, {args.trixie}")
+            up(args.hosts, args.first, args.trixie)
         elif args.command == "down":
             down()
         elif args.command == "stop":
             for host in args.hosts:
-                if not host.startswith(HOST_PREFIX) or not host[len(HOST_PREFIX):].isdigit():
-                    raise LabError(f"not a lab host name: {host!r}")
+                host_kind(host)  # refuses anything but a lab host's name
                 stop_host(host)
         elif args.command == "status":
             return status()

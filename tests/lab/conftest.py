@@ -20,6 +20,13 @@ def lab():
 
 
 @pytest.fixture(scope="session")
+def trixie(lab):
+    """lab-trixie1, a Debian 13 host (systemd 257, Python 3.13, dbus-broker as the system bus),
+    booted on first use: only the tests that compare Debian releases need it."""
+    return lab.up(0, trixie=1)[0]
+
+
+@pytest.fixture(scope="session")
 def victoria(lab):
     return VictoriaMetrics(lab.start_victoriametrics("victoria-metrics", lab.VM_PORT))
 
