@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: one heartbeat tick, two versions of the code, interleaved in one run on one lab host.
 
-    sudo .venv/bin/python bench/before_after.py [--before f40ecf3] [--after REV] [--sizes 12,200,1000] [--repeat 31]
+    sudo .venv/bin/python bench/before_after.py [--before f40ecf3] [--after REV] [--sizes 12,200,1000] [--repeat 101]
 
 BEFORE and AFTER are git revisions; AFTER defaults to the working tree. Each version is installed
 on lab-host6 (booted for this, nothing else on it) the way the role deploys it, side by side: its
@@ -18,13 +18,14 @@ systemd and dbus-daemon spent meanwhile.
 
 Prints a Markdown table for BENCHMARKS.md: medians, the ratio after / before of the medians with
 a 90 % interval (the rounds resampled, before and after of one round kept together), and the
-spread (min-max). Run it with --after equal to --before to see the noise floor. Raw numbers go
+spread (min-max), and how busy the rest of the machine was meanwhile. Run it with --after equal to --before to see the noise floor. Raw numbers go
 to bench/results/before-after-N.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import statistics
@@ -83,6 +84,20 @@ def ratio_interval(before: list[float], after: list[float], draws: int = 2000) -
     return ratios[int(draws * 0.05)], ratios[int(draws * 0.95) - 1]
 
 
+def cpu_outside(host: str) -> float:
+    """CPU seconds the machine has spent so far (all cores, /proc/stat) minus those of the lab
+    host's processes (their own and their reaped children's): the rest of the machine's work."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    inside, ns = 0, os.readlink(f"/proc/{lab.leader_pid(host)}/ns/pid")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                inside += sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:15])
+        except OSError:
+            pass  # gone meanwhile
+    return (sum(fields) - fields[3] - fields[4] - inside) / os.sysconf("SC_CLK_TCK")
+
+
 def metrics(rows: list[list[float]]) -> dict[str, list[float]]:
     return {"wall": [r[0] for r in rows], "cpu": [r[1] for r in rows], "bus": [r[2] for r in rows],
             "host_cpu": [r[1] + r[2] for r in rows]}
@@ -93,7 +108,7 @@ def main() -> int:
     parser.add_argument("--before", default="f40ecf3", help="git revision (default f40ecf3)")
     parser.add_argument("--after", default=None, help="git revision (default: the working tree)")
     parser.add_argument("--sizes", default="12,200,1000")
-    parser.add_argument("--repeat", type=int, default=31)
+    parser.add_argument("--repeat", type=int, default=101)
     args = parser.parse_args()
     started = time.monotonic()
     versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
@@ -111,13 +126,15 @@ def main() -> int:
           "in brackets (rounds resampled).\n")
     print("| N monitored (loaded) | before | after | after / before: wall | CPU | CPU with systemd, dbus-daemon |")
     print("|---:|---|---|---|---|---|")
-    spreads = []
+    spreads, others = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         names = load_units(HOST, size, timers=True)
         lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
         loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+        other, start = cpu_outside(HOST), time.monotonic()
         answer = lab.ssh(HOST, ["python3", "/opt/bench/before_after_harness.py", "/opt/bench/allowlist", url,
                                 str(args.repeat), *launchers], timeout=1800)
+        others.append((size, (cpu_outside(HOST) - other) / (time.monotonic() - start)))
         result = dict(zip(VERSIONS, json.loads(answer.stdout)))
         (ROOT / "bench/results").mkdir(exist_ok=True)
         (ROOT / f"bench/results/before-after-{size}.json").write_text(json.dumps(result, indent=2))
@@ -142,6 +159,8 @@ def main() -> int:
     for size, m in spreads:
         print(f"| {size} | " + " | ".join(" / ".join(f"{min(m[n][k]):.1f}-{max(m[n][k]):.1f}" for k in ("wall", "cpu", "bus"))
                                           for n in VERSIONS) + " |")
+    print("\nOther work on the machine while the ticks ran (CPU outside the lab host, VictoriaMetrics "
+          f"taking the pushes included, in cores of {len(os.sched_getaffinity(0))}): " + ", ".join(f"N = {size}: {load:.2f}" for size, load in others) + ".")
     print(f"\n(The run took {time.monotonic() - started:.0f} s.)")
     return 0
 
