@@ -17,9 +17,9 @@ bench/peers.py measures the heartbeat: wall, CPU of the process and its children
 systemd and dbus-daemon spent meanwhile.
 
 Prints a Markdown table for BENCHMARKS.md: medians, the ratio after / before of the medians with
-a 90 % interval (the rounds resampled, before and after of one round kept together), and the
-spread (min-max), and how busy the rest of the machine was meanwhile. Run it with --after equal to --before to see the noise floor. Raw numbers go
-to bench/results/before-after-N.json.
+a 90 % interval (the rounds resampled, before and after of one round kept together), the spread
+(min-max), and how busy the rest of the machine was meanwhile. Run it with --after equal to
+--before to see the noise floor. Raw numbers go to bench/results/before-after-N.json.
 """
 from __future__ import annotations
 
