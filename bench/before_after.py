@@ -5,10 +5,10 @@
 
 BEFORE and AFTER are git revisions; AFTER defaults to the working tree. Each version is installed
 on lab-host6 (booted for this, nothing else on it) the way the role deploys it, side by side: its
-code in a lib dir of its own (the package plugins/module_utils/systemd_heartbeat/ where the
-version has it, launcher importing systemd_heartbeat.cli; else the single module
-files/systemd-heartbeat.py as systemd_heartbeat.py, launcher importing systemd_heartbeat),
-precompiled with `python3 -m compileall -q -f`, run through `/usr/bin/python3 -IS launcher`.
+code in a lib dir of its own (the *.py of the package plugins/module_utils/systemd_heartbeat/
+where the version has it, else the single module files/systemd-heartbeat.py as
+systemd_heartbeat.py), precompiled with `python3 -m compileall -q -f`, run through the launcher
+(`#!/usr/bin/python3 -IS`) rendered from that version's own role template.
 For each N the host gets the units bench/peers.py loads (bench-NNNN: oneshot services that stay
 active, one in ten failed, one in ten a timer; earlier sizes unloaded), both versions allowlist
 exactly them, and inside the host (bench/before_after_harness.py) each version ticks REPEAT
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import HOST, install_heartbeat, load_units, machine, prepare_host, unload_units  # noqa: E402
+from tick import HOST, LAUNCHER_TEMPLATE, install_heartbeat, load_units, machine, prepare_host, unload_units  # noqa: E402
 
 PACKAGE = "plugins/module_utils/systemd_heartbeat"
 SINGLE = "files/systemd-heartbeat.py"
@@ -50,26 +50,24 @@ def git(*args: str) -> str:
 
 
 def version(rev: str | None) -> tuple[dict[str, str], str, str]:
-    """A version as the role installs it: its files (path under the lib dir -> text), the module
-    its launcher imports, and what it is, in words. rev None: the working tree."""
+    """A version as the role installs it: its files (path under the lib dir -> text: the package's
+    *.py where the version has the package, else the single module), its launcher template, and
+    what it is, in words. rev None: the working tree."""
     if rev is None:
-        paths = sorted((ROOT / PACKAGE).rglob("*.py"))
-        files = {f"systemd_heartbeat/{p.relative_to(ROOT / PACKAGE)}": p.read_text() for p in paths}
-        if not files:
-            files = {"systemd_heartbeat.py": (ROOT / SINGLE).read_text()}
-        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE).strip()
+        read = lambda path: (ROOT / path).read_text()  # noqa: E731
+        names = sorted(str(p.relative_to(ROOT)) for p in (ROOT / PACKAGE).glob("*.py"))
+        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE, LAUNCHER_TEMPLATE).strip()
         where = f"the working tree (HEAD {git('rev-parse', '--short', 'HEAD').strip()}{', with uncommitted changes' * bool(dirty)})"
     else:
-        names = [n for n in git("ls-tree", "-r", "--name-only", rev, "--", PACKAGE).splitlines() if n.endswith(".py")]
-        files = {f"systemd_heartbeat/{n[len(PACKAGE) + 1:]}": git("show", f"{rev}:{n}") for n in names}
-        if not files:
-            files = {"systemd_heartbeat.py": git("show", f"{rev}:{SINGLE}")}
+        read = lambda path: git("show", f"{rev}:{path}")  # noqa: E731
+        names = [n for n in git("ls-tree", "--name-only", rev, f"{PACKAGE}/").splitlines() if n.endswith(".py")]
         where = git("rev-parse", "--short", f"{rev}^{{commit}}").strip()
-    module = "systemd_heartbeat" if "systemd_heartbeat.py" in files else "systemd_heartbeat.cli"
-    if module.endswith(".cli") and "systemd_heartbeat/cli.py" not in files:
-        raise SystemExit(f"{where}: {PACKAGE}/ has no cli.py (yet): nothing for the launcher to run")
-    shape = f"package, {len(files)} files" if "systemd_heartbeat.py" not in files else "single module"
-    return files, module, f"{where}: {shape}, launcher `from {module} import exit_now, main`"
+    files = {f"systemd_heartbeat/{Path(n).name}": read(n) for n in names} or {"systemd_heartbeat.py": read(SINGLE)}
+    template = read(LAUNCHER_TEMPLATE)
+    calls = "; ".join(line.split("  #")[0] for line in template.splitlines()  # what it runs
+                      if line.strip() and not line.startswith(("#", "{{", "import sys", "sys.path")))
+    shape = "single module" if "systemd_heartbeat.py" in files else f"package, {len(files)} modules"
+    return files, template, f"{where}: {shape}; launcher `{calls}`"
 
 
 def ratio_interval(before: list[float], after: list[float], draws: int = 2000) -> tuple[float, float]:
@@ -114,8 +112,8 @@ def main() -> int:
     versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
     url = prepare_host("before_after_harness.py", "peers_harness.py", heartbeat=False)
     launchers = []
-    for name, (files, module, _) in versions.items():
-        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", module), f"/opt/bench/{name}/state"]
+    for name, (files, template, _) in versions.items():
+        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", template), f"/opt/bench/{name}/state"]
     py = lab.inside(HOST, ["python3", "-V"]).stdout.split()[1]
     systemd = lab.inside(HOST, ["systemctl", "--version"]).stdout.split()[1]
     print(f"Command: `sudo .venv/bin/python bench/before_after.py {shlex.join(sys.argv[1:])}`\n")
@@ -124,7 +122,7 @@ def main() -> int:
           "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
           "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians, 90 % interval "
           "in brackets (rounds resampled).\n")
-    print("| N monitored (loaded) | before | after | after / before: wall | CPU | CPU with systemd, dbus-daemon |")
+    print("| N monitored (loaded; samples a tick) | before | after | after / before: wall | CPU | CPU with systemd, dbus-daemon |")
     print("|---:|---|---|---|---|---|")
     spreads, others = [], []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -133,7 +131,9 @@ def main() -> int:
         loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
         other, start = cpu_outside(HOST), time.monotonic()
         answer = lab.ssh(HOST, ["python3", "/opt/bench/before_after_harness.py", "/opt/bench/allowlist", url,
-                                str(args.repeat), *launchers], timeout=1800)
+                                str(args.repeat), *launchers], check=False, timeout=1800)
+        if answer.returncode:
+            raise SystemExit(f"the harness failed at N = {size}:\n{answer.stderr}")
         others.append((size, (cpu_outside(HOST) - other) / (time.monotonic() - start)))
         result = dict(zip(VERSIONS, json.loads(answer.stdout)))
         (ROOT / "bench/results").mkdir(exist_ok=True)

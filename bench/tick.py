@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import sys
 from pathlib import Path
 
@@ -25,27 +24,25 @@ sys.path.insert(0, str(ROOT / "lab"))
 import lab  # noqa: E402
 
 HOST = "lab-host6"  # a host of its own: no heartbeat timer or vmalert of the demo running beside it
-# the role's launcher template, rendered by hand
-LAUNCHER = "".join(line for line in (ROOT / "roles/systemd_monitoring/templates/systemd-heartbeat.j2")
-                   .read_text().splitlines(keepends=True) if "ansible_managed" not in line) \
-    .replace("{{ _systemd_monitoring_lib_dir }}", "@LIBDIR@")
+LAUNCHER_TEMPLATE = "roles/systemd_monitoring/templates/systemd-heartbeat.j2"  # the role's launcher
 
 
 def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: str = "/opt/bench",
-                      module: str = "systemd_heartbeat") -> str:
+                      template: str | None = None) -> str:
     """A heartbeat as the role installs it: its files (path under the lib dir -> text; default the
-    working tree's single module) in PREFIX/lib, precompiled, and the small launcher importing
-    `exit_now, main` from `module`, PREFIX/systemd-heartbeat (returned)."""
+    working tree's single module) in PREFIX/lib, precompiled, and the launcher, the role's
+    template (default the working tree's) rendered by hand, PREFIX/systemd-heartbeat (returned)."""
     files = files or {"systemd_heartbeat.py": (ROOT / "files/systemd-heartbeat.py").read_text()}
+    template = template or (ROOT / LAUNCHER_TEMPLATE).read_text()
     lib, root = f"{prefix}/lib", lab.host_dir(host) / "root"  # the host's / seen from the machine
     lab.ssh(host, ["rm", "-rf", lib])
     for name, text in files.items():
         (root / lib.lstrip("/") / name).parent.mkdir(parents=True, exist_ok=True)
         (root / lib.lstrip("/") / name).write_text(text)
     lab.ssh(host, ["python3", "-m", "compileall", "-q", "-f", lib])
-    launcher = re.sub(r"^from systemd_heartbeat\S* import", f"from {module} import", LAUNCHER, flags=re.M)
+    launcher = "".join(line for line in template.splitlines(keepends=True) if "ansible_managed" not in line)
     lab.ssh(host, f"cat > {prefix}/systemd-heartbeat && chmod 0755 {prefix}/systemd-heartbeat",
-            input=launcher.replace("@LIBDIR@", lib))
+            input=launcher.replace("{{ _systemd_monitoring_lib_dir }}", lib))
     return f"{prefix}/systemd-heartbeat"
 
 
