@@ -16,9 +16,10 @@ times, alternating, with its own state directory, as the service runs it. Measur
 bench/peers.py measures the heartbeat: wall, CPU of the process and its children, and the CPU
 systemd and dbus-daemon spent meanwhile.
 
-Prints a Markdown table for BENCHMARKS.md: medians, the ratio after / before of the medians with
-a 90 % interval (the rounds resampled, before and after of one round kept together), the spread
-(min-max), and how busy the rest of the machine was meanwhile. Run it with --after equal to
+Prints a Markdown table for BENCHMARKS.md: medians, the ratio after / before of the medians (for
+wall time also the median of the ratios within each round, which cancels load that comes and
+goes on the machine) with a 90 % interval (the rounds resampled, before and after of one round
+kept together), the spread (min-max), and how busy the rest of the machine was meanwhile. Run it with --after equal to
 --before to see the noise floor. Raw numbers go to bench/results/before-after-N.json.
 """
 from __future__ import annotations
@@ -70,16 +71,22 @@ def version(rev: str | None) -> tuple[dict[str, str], str, str]:
     return files, template, f"{where}: {shape}; launcher `{calls}`"
 
 
-def ratio_interval(before: list[float], after: list[float], draws: int = 2000) -> tuple[float, float]:
-    """5th and 95th percentile of median(after) / median(before) over the rounds drawn again with
-    replacement; the two ticks of a round stay together (they shared its moment)."""
+def ratio_of_medians(before: list[float], after: list[float], rounds) -> float:
+    return statistics.median(after[i] for i in rounds) / statistics.median(before[i] for i in rounds)
+
+
+def paired_ratio(before: list[float], after: list[float], rounds) -> float:
+    """The median of after / before within each round: the two ticks of a round ran moments apart,
+    so load that comes and goes on the machine cancels out."""
+    return statistics.median(after[i] / before[i] for i in rounds)
+
+
+def with_interval(ratio, before: list[float], after: list[float], draws: int = 2000) -> str:
+    """ratio over all rounds, then in brackets its 5th and 95th percentile over the rounds drawn
+    again with replacement (the two ticks of a round stay together)."""
     rng, rounds = random.Random(1), range(len(before))
-    ratios = []
-    for _ in range(draws):
-        picked = rng.choices(rounds, k=len(before))
-        ratios.append(statistics.median(after[i] for i in picked) / statistics.median(before[i] for i in picked))
-    ratios.sort()
-    return ratios[int(draws * 0.05)], ratios[int(draws * 0.95) - 1]
+    again = sorted(ratio(before, after, rng.choices(rounds, k=len(before))) for _ in range(draws))
+    return f"x{ratio(before, after, rounds):.3f} [{again[int(draws * 0.05)]:.3f}-{again[int(draws * 0.95) - 1]:.3f}]"
 
 
 def cpu_outside(host: str) -> float:
@@ -120,10 +127,11 @@ def main() -> int:
     print(f"Before: {versions['before'][2]}.  \nAfter: {versions['after'][2]}.\n")
     print(f"Machine: {machine()}; {HOST}: systemd {systemd}, Python {py}; {args.repeat} ticks of each version, "
           "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
-          "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians, 90 % interval "
-          "in brackets (rounds resampled).\n")
-    print("| N monitored (loaded; samples a tick) | before | after | after / before: wall | CPU | CPU with systemd, dbus-daemon |")
-    print("|---:|---|---|---|---|---|")
+          "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians (wall, paired: "
+          "the median of the ratios within each round), 90 % interval in brackets (rounds resampled).\n")
+    print("| N monitored (loaded; samples a tick) | before | after | after / before: wall | wall, paired | "
+          "CPU | CPU with systemd, dbus-daemon |")
+    print("|---:|---|---|---|---|---|---|")
     spreads, others = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         names = load_units(HOST, size, timers=True)
@@ -145,10 +153,9 @@ def main() -> int:
         m = {name: metrics(result[name]["rows"]) for name in VERSIONS}
         med = {name: {k: statistics.median(v) for k, v in m[name].items()} for name in VERSIONS}
         cells = [f"{med[n]['wall']:.1f} / {med[n]['cpu']:.1f} (+{med[n]['bus']:.1f})" for n in VERSIONS]
-        ratios = []
-        for key in ("wall", "cpu", "host_cpu"):
-            low, high = ratio_interval(m["before"][key], m["after"][key])
-            ratios.append(f"x{med['after'][key] / med['before'][key]:.3f} [{low:.3f}-{high:.3f}]")
+        ratios = [with_interval(ratio, m["before"][key], m["after"][key]) for key, ratio in
+                  (("wall", ratio_of_medians), ("wall", paired_ratio), ("cpu", ratio_of_medians),
+                   ("host_cpu", ratio_of_medians))]
         samples = " / ".join(sorted({str(result[n]["samples"]) for n in VERSIONS}))
         print(f"| {size} ({loaded}; {samples} samples) | {' | '.join(cells)} | {' | '.join(ratios)} |", flush=True)
         spreads.append((size, m))
