@@ -14,8 +14,8 @@ description:
     unit on the target, exactly as the C(systemd-heartbeat) program does, and pushes one
     heartbeat (OTLP/HTTP protobuf) to VictoriaMetrics, so a deploy proves the path works.
   - Returns the state of every unit it saw, and warns about allowlisted units systemd does not know.
-  - Shares one implementation of collection and encoding with the heartbeat, because
-    C(module_utils/systemd_heartbeat.py) is the heartbeat program itself (a symlink).
+  - Shares one implementation of collection and encoding with the heartbeat program, the package
+    C(plugins/module_utils/systemd_heartbeat), which Ansible ships to the target as module_utils.
   - Only reads from the host, so it never reports a change.
 author:
   - systemd-monitoring maintainers
@@ -157,18 +157,12 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
-from ansible.module_utils.systemd_heartbeat import (
-    HeartbeatError,
-    check_unit_patterns,
-    collect,
-    encode_request,
-    gzip,
-    run_command,
-    seconds_since_active,
-    system_bus_path,
-    shape,
-    split_url,
-)
+from ansible.module_utils.systemd_heartbeat.model import Deadline, HeartbeatError
+from ansible.module_utils.systemd_heartbeat.otlp import encode_request, gzip
+from ansible.module_utils.systemd_heartbeat.push import split_url
+from ansible.module_utils.systemd_heartbeat.read import bus_socket, collect
+from ansible.module_utils.systemd_heartbeat.shape import seconds_since_active, shape
+from ansible.module_utils.systemd_heartbeat.units import check_unit_patterns
 
 
 def unit_report(unit: dict, snapshot) -> dict:
@@ -228,15 +222,16 @@ def main() -> None:
     try:
         split_url(params["url"])
         patterns = check_unit_patterns(params["units"], "units")
-        if not params["timeout"] > 0:
-            raise HeartbeatError(f"timeout must be positive, got {params['timeout']:g}")
+        if not 0 < params["timeout"] <= 3600:
+            raise HeartbeatError(f"timeout must be in (0, 3600] seconds, got {params['timeout']:g}")
         # Over D-Bus, falling back to systemctl through the heartbeat's own runner, which
-        # unlike module.run_command enforces a deadline.
-        snapshot = collect(patterns, run_command, params["timeout"], system_bus_path())
+        # unlike module.run_command kills the child's process group at the deadline.
+        bus, warnings = bus_socket("dbus")
+        snapshot = collect(patterns, Deadline(params["timeout"]), bus)
     except HeartbeatError as error:
         module.fail_json(msg=str(error))
-    if snapshot.warning:
-        module.warn(snapshot.warning)
+    for warning in warnings + snapshot.warnings:
+        module.warn(warning)
     samples = shape(snapshot, host)
     reports = [unit_report(unit, snapshot) for unit in snapshot.units]
     missing = [r["unit"] for r in reports if r["allowlisted"] and r["load_state"] == "not-found"]

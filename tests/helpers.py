@@ -22,15 +22,42 @@ def inventory_allowlist() -> list[str]:
         "systemd_monitoring_units"]
 
 
+def heartbeat_archive() -> bytes:
+    """The heartbeat as `python3 files/systemd-heartbeat.py` runs it from a clone: the program
+    and its package, as a tar.gz whose members start with `systemd-heartbeat/`. On a lab host:
+    `tar -xz -C /opt` from stdin, then `python3 /opt/systemd-heartbeat/files/systemd-heartbeat.py`."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in [ROOT / "files/systemd-heartbeat.py",
+                     *sorted((ROOT / "plugins/module_utils/systemd_heartbeat").glob("*.py"))]:
+            archive.add(path, arcname="systemd-heartbeat/" + str(path.relative_to(ROOT)), recursive=False)
+    return buffer.getvalue()
+
+
+PACKAGE_PARENT = ROOT / "plugins/module_utils"
+STAGES = ("model", "units", "values", "bus_wire", "read_bus", "read_systemctl", "read", "shape", "otlp",
+          "push", "state", "spool", "cli")
+
+
 def load_heartbeat():
-    """files/systemd-heartbeat.py has a dash in its name (it is a program); import it by path."""
-    if "systemd_heartbeat" in sys.modules:
-        return sys.modules["systemd_heartbeat"]
-    spec = importlib.util.spec_from_file_location("systemd_heartbeat", ROOT / "files/systemd-heartbeat.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["systemd_heartbeat"] = module
-    spec.loader.exec_module(module)
-    return module
+    """Every stage of the heartbeat package (plugins/module_utils/systemd_heartbeat), imported
+    as the program imports it, and one namespace with all their names for tests that follow a
+    value across stages (test modules that test one stage import it directly)."""
+    import importlib
+    import types
+
+    if str(PACKAGE_PARENT) not in sys.path:
+        sys.path.insert(0, str(PACKAGE_PARENT))
+    everything = types.SimpleNamespace()
+    for stage in STAGES:
+        module = importlib.import_module(f"systemd_heartbeat.{stage}")
+        for name, value in vars(module).items():
+            if not name.startswith("__"):
+                setattr(everything, name, value)
+    return everything
 
 
 class VictoriaMetrics:

@@ -80,7 +80,7 @@ def test_check_diff_on_a_fresh_host_changes_nothing(tmp_path):
 
 def snapshot_files(host: str) -> str:
     return on_host(host, "sha256sum /etc/systemd-heartbeat/* /etc/systemd/system/systemd-heartbeat.* "
-                         "/usr/local/lib/systemd-heartbeat/systemd_heartbeat.py").stdout
+                         "/usr/local/lib/systemd-heartbeat/systemd_heartbeat/*.py").stdout
 
 
 @pytest.mark.parametrize("extra, message", [

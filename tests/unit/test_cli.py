@@ -96,7 +96,7 @@ def test_http_error_names_url_status_and_message(fake_systemctl, server):
         Recorder.status, Recorder.message = 204, b""
     assert done.returncode == 1
     assert done.stderr == (f"systemd-heartbeat: push to {url_of(server)} failed: HTTP 400 Bad Request: "
-                           "cannot parse OpenTelemetry request: bad data\n")
+                           "cannot parse OpenTelemetry request: bad data (payload dropped)\n")
 
 
 def test_unreachable_endpoint(fake_systemctl):
@@ -134,7 +134,7 @@ def test_hung_systemctl_ends_within_the_timeout(tmp_path):
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     done = run_heartbeat(env, "--dry-run", "--timeout", "0.5")
     assert done.returncode == 1
-    assert done.stderr == "systemd-heartbeat: systemctl list-units did not answer within 0.5 s\n"
+    assert done.stderr == "systemd-heartbeat: systemctl list-units did not finish within the 0.5 s timeout\n"
 
 
 def test_staleness_marker_after_a_state_change(fake_systemctl, tmp_path):
@@ -153,8 +153,8 @@ def test_staleness_marker_after_a_state_change(fake_systemctl, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--bogus"], "unknown argument '--bogus' (see --help)"),
     (["--url"], "--url needs a value"),
-    (["--timeout", "soon"], "--timeout must be a number of seconds, got 'soon'"),
-    (["--timeout=0"], "--timeout must be between 0 and 3600 seconds, got 0"),
+    (["--timeout", "soon"], "--timeout must be a number, got 'soon'"),
+    (["--timeout=0"], "--timeout must be a number in (0, 3600], got '0'"),
 ])
 def test_bad_arguments_get_one_line(fake_systemctl, args, message):
     done = run_heartbeat(fake_systemctl, "--dry-run", *args)
@@ -232,7 +232,8 @@ def test_spool_caps_drop_the_oldest_and_count_it(fake_systemctl, tmp_path):
     assert sizes <= 1500 and 0 < len(kept) < 4
     done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--dry-run")
     assert f'systemd_heartbeat_spooled_payloads{{host="{os.uname().nodename}"}} {len(kept)}' in done.stdout
-    assert f'systemd_heartbeat_spool_dropped_total{{host="{os.uname().nodename}"}} {4 - len(kept)}' in done.stdout
+    assert (f'systemd_heartbeat_spool_dropped_total{{host="{os.uname().nodename}",reason="max_bytes"}} '
+            f'{4 - len(kept)}') in done.stdout
 
 
 def test_a_corrupt_spool_file_is_skipped_with_a_warning(fake_systemctl, server, tmp_path):
@@ -241,7 +242,8 @@ def test_a_corrupt_spool_file_is_skipped_with_a_warning(fake_systemctl, server, 
     (state / "spool" / "00000000000000000001.otlp.gz").write_bytes(b"garbage")
     done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", url_of(server))
     assert done.returncode == 0
-    assert "warning: skipping spooled 00000000000000000001.otlp.gz: not a gzip file" in done.stderr
+    assert ("warning: dropped spooled payload 00000000000000000001.otlp.gz (unreadable): not a gzip file"
+            in done.stderr)
     assert len(Recorder.bodies) == 1 and list((state / "spool").iterdir()) == []
 
 

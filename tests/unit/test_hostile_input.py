@@ -22,7 +22,9 @@ def test_parse_show_never_raises(text):
 
 @given(ANY_TEXT)
 def test_parse_list_units_never_raises(text):
-    assert all(len(row) == 4 for row in hb.parse_list_units(text))
+    rows, warnings = hb.parse_list_units(text)
+    assert all(len(row) == 4 and hb.is_unit_name(row[0]) for row in rows)
+    assert all("\n" not in warning for warning in warnings)
 
 
 @given(ANY_TEXT)
@@ -97,7 +99,7 @@ def test_five_thousand_entry_allowlist():
     assert len(patterns) == 5000
     calls = []
 
-    def fake_run(argv, timeout):
+    def fake_run(argv, deadline):
         calls.append(argv[1])
         if argv[1] == "list-units":
             return ""
@@ -105,7 +107,7 @@ def test_five_thousand_entry_allowlist():
         return "\n".join(f"Id={u}\nLoadState=loaded\nActiveState=active\nSubState=running\nNRestarts=0\n"
                          for u in units)
 
-    snapshot = hb.collect(patterns, fake_run, 5)
+    snapshot = hb.collect(patterns, hb.Deadline(5), run=fake_run)
     assert calls == ["list-units", "show"] and len(snapshot.units) == 5000
     samples = hb.shape(snapshot, "h")
     assert len(hb.encode_request(samples, {"host": "h"}, 1)) > 5000 * 50
@@ -120,16 +122,17 @@ def test_a_one_megabyte_systemctl_answer():
 
 def test_a_unit_that_disappears_between_two_ticks_gets_its_series_ended(tmp_path):
     def run_with(units):
-        def fake_run(argv, timeout):
+        def fake_run(argv, deadline):
             if argv[1] == "list-units":
                 return "".join(f"{u} loaded failed failed {u}\n" for u in units)
             return "\n".join(f"Id={u}\nLoadState=loaded\nActiveState=failed\nSubState=failed\nNRestarts=2\n"
                              f"ExecMainStatus=1\nExecMainCode=1\n" for u in argv[argv.index("--") + 1:])
         return fake_run
 
-    first, _, _ = hb.tick([], "h", str(tmp_path), 5, run_with(["gone.service", "stays.service"]))
-    hb.remember(str(tmp_path), first)
-    second, _, _ = hb.tick([], "h", str(tmp_path), 5, run_with(["stays.service"]))
+    first, _, memory = hb.tick([], "h", str(tmp_path), hb.Deadline(5), "systemctl", run_with(["gone.service", "stays.service"]))
+    hb.remember(str(tmp_path), hb.pushed_memory(first, {}, {}))
+    second, _, memory = hb.tick([], "h", str(tmp_path), hb.Deadline(5), "systemctl", run_with(["stays.service"]))
+    second += hb.staleness_markers(memory, second)
     ended = sorted(name for name, _, labels, value in second
                    if value is None and dict(labels).get("unit") == "gone.service")
     assert ended == ["systemd_unit_active", "systemd_unit_info", "systemd_unit_last_exit_code",
@@ -145,19 +148,20 @@ def test_unreadable_or_corrupt_memory_is_ignored(tmp_path):
     def with_checksum(data: bytes) -> bytes:
         return zlib.crc32(data).to_bytes(4, "little") + data
 
+    empty = {"series": [], "intervals": {}, "calendar": {}, "spool_dropped": {}}
     (tmp_path / hb.MEMORY_FILE).write_bytes(b"{not marshal")
-    assert hb.load_memory(str(tmp_path)) == {}
+    assert hb.load_memory(str(tmp_path)) == empty
     (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(b"{not marshal"))
-    assert hb.load_memory(str(tmp_path)) == {}
+    assert hb.load_memory(str(tmp_path)) == empty
     odd = marshal.dumps({"series": [["x"], 5, None, ["a", "gauge", 7]], "intervals": 3})
     (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(odd))
     assert hb.staleness_markers(hb.load_memory(str(tmp_path)), []) == []
-    assert "intervals" not in hb.load_memory(str(tmp_path))  # wrong type: dropped
+    assert hb.load_memory(str(tmp_path))["intervals"] == {}  # wrong type: dropped
     (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(marshal.dumps([1, 2]))[:-1])  # truncated
-    assert hb.load_memory(str(tmp_path)) == {}
+    assert hb.load_memory(str(tmp_path)) == empty
     # a length that would make marshal allocate for a minute, caught by the checksum
     (tmp_path / hb.MEMORY_FILE).write_bytes(b"\0\0\0\0(\xff\xff\xff\x7f")
-    assert hb.load_memory(str(tmp_path)) == {}
+    assert hb.load_memory(str(tmp_path)) == empty
 
 
 def test_memory_written_by_an_older_version_is_read_once_then_replaced(tmp_path):
@@ -166,7 +170,8 @@ def test_memory_written_by_an_older_version_is_read_once_then_replaced(tmp_path)
     memory = hb.load_memory(str(tmp_path))
     assert hb.staleness_markers(memory, []) == [
         ("systemd_unit_active", "gauge", (("unit", "a.service"), ("host", "h")), None)]
-    hb.remember(str(tmp_path), [("systemd_unit_active", "gauge", (("unit", "b.service"),), 1.0)])
+    hb.remember(str(tmp_path), hb.pushed_memory([("systemd_unit_active", "gauge", (("unit", "b.service"),), 1.0)],
+                                                {}, {}))
     assert sorted(p.name for p in tmp_path.iterdir()) == [hb.MEMORY_FILE]
     assert hb.load_memory(str(tmp_path))["series"] == [("systemd_unit_active", "gauge", (("unit", "b.service"),))]
 

@@ -26,9 +26,11 @@ class FailJson(Exception):
 
 @pytest.fixture()
 def module():
-    """library/systemd_heartbeat.py with its module_utils import served by files/ (what the symlink does)."""
-    heartbeat = load_heartbeat()
-    sys.modules["ansible.module_utils.systemd_heartbeat"] = heartbeat
+    """library/systemd_heartbeat.py with its module_utils imports served by the heartbeat
+    package, as Ansible serves them from plugins/module_utils (ansible.cfg)."""
+    load_heartbeat()
+    for name in [name for name in sys.modules if name == "systemd_heartbeat" or name.startswith("systemd_heartbeat.")]:
+        sys.modules["ansible.module_utils." + name] = sys.modules[name]
     spec = importlib.util.spec_from_file_location("systemd_heartbeat_module", ROOT / "library/systemd_heartbeat.py")
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
@@ -39,7 +41,7 @@ def run_module(module, args: dict, check_mode=False, fetch_status=204, show=None
     """Without a bus (a path that does not exist) the module reads through systemctl."""
     calls = []
 
-    def fake_run(argv, timeout):
+    def fake_run(argv, deadline):
         calls.append(argv)
         if argv[1] == "list-units":
             return (CAPTURE / "list-units-failed.txt").read_text()
@@ -62,8 +64,8 @@ def run_module(module, args: dict, check_mode=False, fetch_status=204, show=None
             mock.patch.object(basic.AnsibleModule, "exit_json", exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", fail_json), \
             mock.patch.object(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False: "/bin/systemctl"), \
-            mock.patch.object(module, "run_command", fake_run), \
-            mock.patch.object(module, "system_bus_path", lambda: "/nonexistent/bus"), \
+            mock.patch.object(sys.modules["systemd_heartbeat.read_systemctl"], "run_command", fake_run), \
+            mock.patch.object(module, "bus_socket", lambda source: ("/nonexistent/bus", [])), \
             mock.patch.object(module, "fetch_url", fake_fetch):
         with pytest.raises((ExitJson, FailJson)) as caught:
             module.main()
@@ -126,11 +128,15 @@ def test_http_error_carries_status_and_message(module):
 
 
 def test_module_shares_the_heartbeat_implementation():
-    """module_utils/systemd_heartbeat.py is the heartbeat program, not a copy of it."""
-    link = ROOT / "module_utils/systemd_heartbeat.py"
-    assert link.is_symlink() and link.resolve() == (ROOT / "files/systemd-heartbeat.py").resolve()
-    role_copy = ROOT / "roles/systemd_monitoring/files/systemd_heartbeat.py"
-    assert role_copy.is_symlink() and role_copy.resolve() == link.resolve()
+    """One source: the module imports the package the role installs on hosts, and no symlink
+    anywhere in the repository points outside its role or at the program."""
+    source = (ROOT / "library/systemd_heartbeat.py").read_text()
+    assert "from ansible.module_utils.systemd_heartbeat." in source
+    assert "_systemd_monitoring_package_source: \"{{ role_path }}/../../plugins/module_utils/systemd_heartbeat\"" in (
+        ROOT / "roles/systemd_monitoring/vars/main.yml").read_text()
+    links = [path for path in ROOT.rglob("*") if path.is_symlink() and ".venv" not in path.parts
+             and ".git" not in path.parts]
+    assert links == []
 
 
 def test_ansible_doc_renders_the_module():

@@ -163,7 +163,8 @@ def test_parse_timespan(heartbeat, text, expected):
 
 
 def test_select_units_exact_glob_and_failed(heartbeat):
-    rows = heartbeat.parse_list_units((CAPTURE / "list-units-all.txt").read_text())
+    rows, warnings = heartbeat.parse_list_units((CAPTURE / "list-units-all.txt").read_text())
+    assert warnings == []
     names, allowlisted = heartbeat.select_units(
         ["lab-active.service", "lab-worker@*.service", "lab-missing.service"], rows)
     assert names == ["lab-active.service", "lab-missing.service", "lab-worker@one.service",
@@ -175,7 +176,7 @@ def test_collect_makes_two_systemctl_calls_whatever_the_unit_count(heartbeat):
     calls = []
     show = (CAPTURE / "show.txt").read_text()
 
-    def fake_run(argv, timeout):
+    def fake_run(argv, deadline):
         calls.append(argv[:2])
         if argv[1] == "list-units":
             return (CAPTURE / "list-units-all.txt").read_text()
@@ -184,14 +185,14 @@ def test_collect_makes_two_systemctl_calls_whatever_the_unit_count(heartbeat):
         return "\n\n".join((blocks * (count // len(blocks) + 1))[:count])
 
     patterns = [f"unit{i}.service" for i in range(300)] + ["lab-*"]
-    snapshot = heartbeat.collect(patterns, fake_run, 5)
+    snapshot = heartbeat.collect(patterns, heartbeat.Deadline(5), run=fake_run)
     assert calls == [["systemctl", "list-units"], ["systemctl", "show"]]
     assert len(snapshot.units) > 300
 
 
 def test_show_block_count_mismatch_is_an_error(heartbeat):
     with pytest.raises(heartbeat.HeartbeatError, match="answered 1 blocks for 2 units"):
-        heartbeat.show_units(["a.service", "b.service"], lambda argv, t: "Id=a.service\n", 5)
+        heartbeat.show_units(["a.service", "b.service"], lambda argv, d: "Id=a.service\n", heartbeat.Deadline(5))
 
 
 def test_calendar_periods_parses_systemd_analyze(heartbeat):
@@ -209,5 +210,8 @@ Normalized form: *-*-* *:00:00
        Iter. #2: Fri 2026-11-27 21:00:00 UTC
        From now: 1h 30min left
 """
-    periods = heartbeat.calendar_periods(["*-*-* 03:17:00", "hourly"], lambda argv, t: text, 5)
+    periods = heartbeat.calendar_periods(["*-*-* 03:17:00", "hourly"], heartbeat.Deadline(5), lambda argv, d: text)
     assert periods == {"*-*-* 03:17:00": 86400.0, "hourly": 3600.0}
+    # systemd 257 (Debian 13) spells the second one out
+    spelled = text.replace("       Iter. #2:", "   Iteration #2:")
+    assert heartbeat.calendar_periods(["*-*-* 03:17:00", "hourly"], heartbeat.Deadline(5), lambda argv, d: spelled) == periods

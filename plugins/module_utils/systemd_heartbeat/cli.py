@@ -1,0 +1,318 @@
+# SPDX-License-Identifier: MIT
+"""The command line and one tick: read -> shape -> encode -> deliver, all within one Deadline.
+
+Interpreter start-up is most of a tick's cost (bench/, BENCHMARKS.md). So: no argparse,
+subprocess, socket or collections (each drags in re, enum, selectors, threading...); the
+stages a tick may not need (systemctl, the spool, https) are imported where they are used.
+"""
+import os
+import sys
+import time
+
+from .model import Deadline, DeadlineExceeded, HeartbeatError
+
+DEFAULT_URL = "http://localhost:30428/opentelemetry/v1/metrics"
+DEFAULT_TIMEOUT = 10.0
+TIMEOUT_MAX = 3600.0
+# What the deadline does not cover: starting the interpreter before it is set, writing the
+# state file and exiting after it. RELIABILITY.md states it; tests/adversary measures it.
+DEADLINE_SLACK = 1.0
+
+USAGE = """usage: systemd-heartbeat [--url URL] [--unit NAME]... [--allowlist FILE] [--host NAME]
+                         [--timeout SECONDS] [--state-dir DIR] [--spool-max-bytes N]
+                         [--spool-max-age SECONDS] [--auth-file FILE] [--ca-file FILE]
+                         [--source dbus|systemctl] [--dry-run]
+
+Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/HTTP).
+
+  --url URL          OTLP/HTTP metrics endpoint (env VMSINGLE_OTLP_URL;
+                     default http://localhost:30428/opentelemetry/v1/metrics)
+  --unit NAME        a unit name or glob to report, e.g. '*-server.service' (repeatable)
+  --allowlist FILE   one unit name or glob per line, '#' comments (env SYSTEMD_HEARTBEAT_ALLOWLIST)
+  --host NAME        value of the host label (env SYSTEMD_HEARTBEAT_HOST; default: the host name)
+  --timeout SECONDS  bound on the whole tick: reading systemd, the spool's replay and the push
+                     (env SYSTEMD_HEARTBEAT_TIMEOUT; default 10)
+  --state-dir DIR    where to remember the last push (to end series that disappear) and to
+                     spool payloads while the endpoint is down (env STATE_DIRECTORY, which
+                     systemd's StateDirectory= sets)
+  --spool-max-bytes N  cap on the spool's size; oldest dropped first (env
+                     SYSTEMD_HEARTBEAT_SPOOL_MAX_BYTES; default 52428800)
+  --spool-max-age SECONDS  drop spooled payloads older than this (env
+                     SYSTEMD_HEARTBEAT_SPOOL_MAX_AGE; default 86400)
+  --auth-file FILE   credentials for the endpoint, first line 'Bearer <token>' or
+                     'Basic <user>:<password>'; must be private (env SYSTEMD_HEARTBEAT_AUTH_FILE;
+                     default: the systemd credential otlp-auth, if the service loads one)
+  --ca-file FILE     CA certificates to verify an https endpoint with (env SYSTEMD_HEARTBEAT_CA_FILE;
+                     default: the system's); verification is always on
+  --source dbus|systemctl  read systemd over the system bus socket ($DBUS_SYSTEM_BUS_ADDRESS or
+                     /run/dbus/system_bus_socket; default), or with systemctl show; dbus falls
+                     back to systemctl, with a warning, when the bus cannot be used or misbehaves
+                     (env SYSTEMD_HEARTBEAT_SOURCE)
+  --dry-run          print the samples that would be pushed, one per line, and push nothing
+  -h, --help         show this help
+"""
+
+
+class Settings:
+    """The command line, after environment defaults."""
+
+    def __init__(self, environ):
+        self.url = environ.get("VMSINGLE_OTLP_URL") or DEFAULT_URL
+        self.unit: list[str] = []
+        self.allowlist = environ.get("SYSTEMD_HEARTBEAT_ALLOWLIST") or None
+        self.host = environ.get("SYSTEMD_HEARTBEAT_HOST") or None
+        self.timeout = environ.get("SYSTEMD_HEARTBEAT_TIMEOUT") or str(DEFAULT_TIMEOUT)
+        self.state_dir = environ.get("STATE_DIRECTORY") or None
+        self.spool_max_bytes = environ.get("SYSTEMD_HEARTBEAT_SPOOL_MAX_BYTES") or "52428800"
+        self.spool_max_age = environ.get("SYSTEMD_HEARTBEAT_SPOOL_MAX_AGE") or "86400"
+        # a systemd credential (LoadCredential=otlp-auth:...) is picked up without a flag
+        credential = os.path.join(environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent", "otlp-auth")
+        self.auth_file = environ.get("SYSTEMD_HEARTBEAT_AUTH_FILE") or (
+            credential if os.path.exists(credential) else None)
+        self.ca_file = environ.get("SYSTEMD_HEARTBEAT_CA_FILE") or None
+        self.source = environ.get("SYSTEMD_HEARTBEAT_SOURCE") or "dbus"
+        self.dry_run = False
+
+
+VALUE_FLAGS = {"--url": "url", "--unit": "unit", "--allowlist": "allowlist", "--host": "host",
+               "--timeout": "timeout", "--state-dir": "state_dir", "--spool-max-bytes": "spool_max_bytes",
+               "--spool-max-age": "spool_max_age", "--auth-file": "auth_file", "--ca-file": "ca_file",
+               "--source": "source"}
+
+
+def parse_args(argv: list[str], environ=os.environ) -> Settings:
+    """Flags as `--flag value` or `--flag=value`; HeartbeatError names a bad one.
+
+    Hand-written: argparse imports re, gettext and shutil, a fifth of a tick's CPU.
+    """
+    settings = Settings(environ)
+    position = 0
+    while position < len(argv):
+        flag, has_value, value = argv[position].partition("=")
+        position += 1
+        if flag in ("-h", "--help") and not has_value:
+            sys.stdout.write(USAGE)
+            sys.exit(0)
+        if flag == "--dry-run" and not has_value:
+            settings.dry_run = True
+            continue
+        if flag not in VALUE_FLAGS:
+            raise HeartbeatError(f"unknown argument {argv[position - 1][:80]!r} (see --help)")
+        if not has_value:
+            if position >= len(argv):
+                raise HeartbeatError(f"{flag} needs a value")
+            value = argv[position]
+            position += 1
+        if flag == "--unit":
+            settings.unit.append(value)
+        else:
+            setattr(settings, VALUE_FLAGS[flag], value)
+    settings.timeout = number_flag("--timeout", settings.timeout, 0, TIMEOUT_MAX, low_included=False)
+    settings.spool_max_bytes = number_flag("--spool-max-bytes", settings.spool_max_bytes, 0, float(1 << 50))
+    settings.spool_max_age = number_flag("--spool-max-age", settings.spool_max_age, 0, 10 * 365 * 86400.0)
+    if settings.source not in ("dbus", "systemctl"):
+        raise HeartbeatError(f"--source must be dbus or systemctl, got {settings.source[:40]!r}")
+    if not settings.host:
+        import _socket
+
+        settings.host = _socket.gethostname()
+    return settings
+
+
+def number_flag(flag: str, text: str, low: float, high: float, low_included: bool = True) -> float:
+    """A finite number within [low, high] (or (low, high]); HeartbeatError naming the flag."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise HeartbeatError(f"{flag} must be a number, got {text[:40]!r}") from None
+    if not (low <= value if low_included else low < value) or not value <= high:  # also false for nan
+        bound = "[" if low_included else "("
+        raise HeartbeatError(f"{flag} must be a number in {bound}{low:g}, {high:g}], got {text[:40]!r}")
+    return value
+
+
+def read_patterns(args) -> list[str]:
+    from .units import check_unit_patterns, parse_allowlist, unique
+
+    patterns = check_unit_patterns(args.unit, "--unit")
+    if args.allowlist:
+        try:
+            with open(args.allowlist, encoding="utf-8") as handle:
+                text = handle.read(1 << 20)
+        except OSError as error:
+            raise HeartbeatError(f"cannot read allowlist {args.allowlist}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise HeartbeatError(f"{args.allowlist}: not UTF-8 text ({error.reason})") from None
+        patterns += parse_allowlist(text, args.allowlist)
+    return unique(patterns)
+
+
+def tick(patterns: list[str], host: str, state_dir: str | None, deadline, source: str = "dbus", run=None):
+    """Read and shape one tick: (samples without staleness markers, snapshot, memory)."""
+    from .read import bus_socket, collect
+    from .shape import calendar_expressions, shape
+    from .state import load_memory
+
+    bus, warnings = bus_socket(source)
+    snapshot = collect(patterns, deadline, bus, run)
+    snapshot.warnings[:0] = warnings
+    memory = load_memory(state_dir)
+    calendar = memory.get("calendar", {})
+    wanted = calendar_expressions(snapshot.units, calendar)
+    if wanted:
+        from .read_systemctl import calendar_periods, run_command
+
+        try:
+            calendar.update(calendar_periods(wanted, deadline, run or run_command))
+        except HeartbeatError as error:  # only the period of a timer that never fired is missing
+            snapshot.warnings.append(f"cannot read calendar periods: {error}")
+    memory["calendar"] = calendar
+    return shape(snapshot, host, memory), snapshot, memory
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "stale"
+    if value == value and abs(value) != float("inf") and value == int(value):
+        return str(int(value))
+    return repr(value)
+
+
+def format_sample(sample: tuple) -> str:
+    """Prometheus text style: name{label="value",...} value."""
+    name, _, labels, value = sample
+    text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
+    line = f"{name}{{{text}}} {format_value(value)}"
+    if value is None:
+        line += "  # staleness marker: this series ended"
+    return line
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def say(message: str) -> None:
+    print(f"systemd-heartbeat: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        deadline = Deadline(args.timeout, started)
+        patterns = read_patterns(args)
+        endpoint = None if args.dry_run else endpoint_of(args)
+        samples, snapshot, memory = tick(patterns, args.host, args.state_dir, deadline, args.source)
+    except HeartbeatError as error:
+        say(str(error))
+        return 1
+    for warning in snapshot.warnings:
+        say(f"warning: {warning}")
+    from .shape import spool_samples, staleness_markers
+
+    dropped = memory["spool_dropped"]
+    waiting = []
+    if args.state_dir:
+        from .spool import spool_files
+
+        waiting = spool_files(args.state_dir)
+        samples += spool_samples(args.host, len(waiting), dropped)
+    samples += staleness_markers(memory, samples)  # last: on every series of this push
+    if args.dry_run:
+        sys.stdout.write("".join(format_sample(s) + "\n" for s in samples))
+        return 0
+    return deliver(args, endpoint, samples, snapshot, memory, waiting, deadline)
+
+
+def endpoint_of(args):
+    from .push import Endpoint, read_authorization
+
+    try:
+        endpoint = Endpoint(args.url)
+    except HeartbeatError as error:
+        raise HeartbeatError(f"--url {error}") from None
+    endpoint.authorization = read_authorization(args.auth_file) if args.auth_file else None
+    endpoint.ca_file = args.ca_file
+    return endpoint
+
+
+def deliver(args, endpoint, samples: list[tuple], snapshot, memory: dict, waiting: list, deadline) -> int:
+    """Replay the spool, push this tick, spool it if that failed, remember what landed."""
+    from .otlp import encode_request, gzip
+    from .push import PushFailed, PushRejected, post_payload
+    from .state import pushed_memory, remember
+
+    dropped = memory["spool_dropped"]
+    time_ns = int(snapshot.wall * 1e9)
+    payload = gzip(encode_request(samples, {"host": args.host}, time_ns))
+    failure = rejected = None
+    if waiting:  # older payloads first, so VictoriaMetrics gets every tick in order
+        from .spool import spool_replay
+
+        _, failure = spool_replay(endpoint, waiting, deadline, dropped)
+    if failure is None:
+        try:
+            post_payload(endpoint, payload, deadline)
+        except PushRejected as error:
+            rejected = str(error)
+            dropped["rejected"] = dropped.get("rejected", 0) + 1
+        except (PushFailed, DeadlineExceeded) as error:
+            failure = str(error)
+    if failure is not None and args.state_dir:
+        failure = spool_this(args, payload, time_ns, failure, waiting, snapshot.wall, dropped)
+    elif failure is not None:
+        return fail(failure)
+    # A spooled payload will reach VictoriaMetrics before the next tick's: remember it too.
+    # A rejected one never will: keep the last push's series, count the drop.
+    keep = dict(memory, spool_dropped=dropped) if rejected else pushed_memory(samples, memory["calendar"], dropped)
+    try:
+        remember(args.state_dir, keep)
+    except OSError as error:
+        say(f"warning: cannot record the push in {args.state_dir}: {error.strerror}")
+    if rejected:
+        return fail(f"{rejected} (payload dropped)")
+    return 1 if failure is not None else 0
+
+
+def spool_this(args, payload: bytes, time_ns: int, failure: str, waiting: list, now: float, dropped: dict) -> str:
+    """Keep this tick's payload for the next one, within the spool's caps."""
+    from .spool import spool_trim, spool_write
+
+    try:
+        spooled = spool_write(args.state_dir, payload, time_ns)
+    except OSError as error:
+        say(f"{failure}; and cannot spool it: {error.strerror}")
+        return failure
+    files = [s for s in waiting if os.path.lexists(s.path)] + [spooled]
+    spool_trim(files, args.spool_max_bytes, args.spool_max_age, now, dropped)
+    say(f"{failure} (spooled; {sum(1 for s in files if os.path.lexists(s.path))} waiting)")
+    return failure
+
+
+def fail(message: str) -> int:
+    say(message)
+    return 1
+
+
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: freeing every object and module costs a tick
+    several milliseconds, a third of it at a dozen units (BENCHMARKS.md). Everything the tick
+    wrote is closed by then; only the standard streams need flushing."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = code or 1
+    os._exit(code)
+
+
+def run() -> None:
+    """The program's entry point: main(), then exit_now(). A bug (an exception nothing
+    expected) still ends in one line, not a traceback in the journal."""
+    try:
+        code = main()
+    except Exception as error:  # noqa: BLE001 - the last line of defence, and it says so
+        say(f"internal error, please report: {type(error).__name__}: {str(error)[:200]}")
+        code = 2
+    exit_now(code)

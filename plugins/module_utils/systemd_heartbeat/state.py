@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: MIT
+"""The state directory: what the last push held (so series that end get a staleness marker,
+and calendar timers keep their period), and the one way files are written there.
+
+Nothing in the directory is trusted: a file is read only if it is a regular file (never
+through a symlink, never a FIFO that would block), every value is checked for its type
+before use, and files are written under a fresh name created exclusively, then renamed.
+"""
+import os
+import struct
+import zlib
+
+# marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
+# The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
+# CRC-32 of the rest: marshal trusts the lengths it reads, and a corrupt one could make it
+# allocate for seconds. A file that fails the check or that marshal cannot read (written by
+# another Python version) only costs one tick's staleness markers.
+MEMORY_FILE = "last-push.marshal"
+LEGACY_MEMORY_FILE = "last-push.json"  # written before 0.2; read once, then replaced
+READ_MAX = 64 << 20
+# O_NOFOLLOW: a symlink is not ours; O_NONBLOCK: opening a FIFO must not wait for a writer
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_regular_file(path: str, limit: int = READ_MAX) -> bytes:
+    """A regular file's bytes; OSError for anything else (symlink, FIFO, directory, too big)."""
+    import stat
+
+    descriptor = os.open(path, READ_FLAGS)
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(0, "not a regular file")
+        if status.st_size > limit:
+            raise OSError(0, f"larger than {limit} bytes")
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(descriptor, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(0, f"larger than {limit} bytes")
+            chunks.append(chunk)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(directory: str, name: str, data: bytes) -> None:
+    """Write `name` in `directory` so that it is whole or absent: a fresh temporary name
+    created exclusively (O_EXCL|O_NOFOLLOW: a planted symlink is never written through), then
+    renamed over the old file (rename replaces a symlink, it does not follow it). On any
+    failure (a full disk) the temporary file is removed."""
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, os.path.join(directory, name))
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def load_memory(state_dir: str | None) -> dict:
+    """The last successful push's series, timer intervals, calendar periods and drop counts;
+    empty (or without the entries that are not well formed) when unknown or unreadable."""
+    if not state_dir:
+        return well_formed({})
+    import marshal
+
+    try:
+        data = read_regular_file(os.path.join(state_dir, MEMORY_FILE))
+        checked = len(data) >= 4 and struct.unpack_from("<I", data)[0] == zlib.crc32(data[4:])
+        memory = marshal.loads(data[4:]) if checked else {}
+    except FileNotFoundError:
+        memory = load_legacy_memory(state_dir)
+    except (OSError, EOFError, ValueError, TypeError, MemoryError):
+        memory = {}
+    return well_formed(memory)
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float) and value == value and abs(value) != float("inf")
+
+
+def _is_series(entry) -> bool:
+    """(name, kind, labels): labels a tuple of (key, value) string pairs."""
+    return (type(entry) is tuple and len(entry) == 3 and type(entry[0]) is str and entry[1] in ("gauge", "counter")
+            and type(entry[2]) is tuple
+            and all(type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str
+                    for pair in entry[2]))
+
+
+def well_formed(memory) -> dict:
+    """Only what has the expected type, entry by entry: a bad entry costs itself, not the rest."""
+    if type(memory) is not dict:
+        memory = {}
+    series = memory.get("series")
+    checked = {"series": [entry for entry in series if _is_series(entry)] if type(series) in (list, tuple) else []}
+    for key in ("intervals", "calendar"):
+        table = memory.get(key)
+        checked[key] = {k: v for k, v in table.items() if type(k) is str and _is_number(v) and v > 0} \
+            if type(table) is dict else {}
+    dropped = memory.get("spool_dropped")
+    checked["spool_dropped"] = {k: int(v) for k, v in dropped.items() if type(k) is str and _is_number(v) and v >= 0} \
+        if type(dropped) is dict else {}
+    return checked
+
+
+def load_legacy_memory(state_dir: str) -> dict:
+    import json
+
+    try:
+        memory = json.loads(read_regular_file(os.path.join(state_dir, LEGACY_MEMORY_FILE)))
+    except (OSError, ValueError):
+        return {}
+    if type(memory) is dict and type(memory.get("series")) is list:  # JSON has lists, not tuples
+        memory["series"] = [(e[0], e[1], tuple(tuple(p) if type(p) is list else p for p in e[2]))
+                            for e in memory["series"] if type(e) is list and len(e) == 3 and type(e[2]) is list]
+    return memory
+
+
+def pushed_memory(samples: list[tuple], calendar: dict, spool_dropped: dict) -> dict:
+    """What to remember of a push: its series (not its staleness markers), timer intervals,
+    calendar periods and the drop counts."""
+    return {"series": [(name, kind, labels) for name, kind, labels, value in samples if value is not None],
+            "intervals": {dict(labels)["unit"]: value for name, _, labels, value in samples
+                          if name == "systemd_timer_interval_seconds"},
+            "calendar": calendar, "spool_dropped": spool_dropped}
+
+
+def remember(state_dir: str | None, memory: dict) -> None:
+    """Record it (atomically: a crash never leaves half a file); the legacy file goes."""
+    if not state_dir:
+        return
+    import marshal
+
+    data = marshal.dumps(memory)
+    write_atomically(state_dir, MEMORY_FILE, struct.pack("<I", zlib.crc32(data)) + data)
+    try:
+        os.remove(os.path.join(state_dir, LEGACY_MEMORY_FILE))
+    except FileNotFoundError:
+        pass

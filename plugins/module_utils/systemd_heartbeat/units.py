@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: MIT
+"""The allowlist: unit names and globs, validated before anything reads them, and the choice
+of which units a tick reports (allowlisted names, glob matches, then every failed unit)."""
+from .model import HeartbeatError
+
+# Unit types systemd knows; a name without one of these suffixes gets ".service", as systemctl does.
+UNIT_SUFFIXES = (
+    ".service", ".socket", ".device", ".mount", ".automount", ".swap",
+    ".target", ".path", ".timer", ".slice", ".scope",
+)
+# Characters systemd allows in unit names (unit_name_is_valid), plus the glob characters fnmatch uses.
+UNIT_NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@"
+)
+GLOB_CHARS = frozenset("*?[]!")
+UNIT_NAME_MAX = 255
+
+
+def is_glob(pattern: str) -> bool:
+    return not GLOB_CHARS.isdisjoint(pattern)
+
+
+def unit_type(name: str) -> str:
+    return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+def unit_pattern_problem(entry: str) -> str | None:
+    """Why `entry` is not a valid unit name or glob, or None when it is."""
+    if not entry:
+        return "empty name"
+    if len(entry) > UNIT_NAME_MAX:
+        return f"longer than {UNIT_NAME_MAX} characters"
+    bad = sorted(set(entry) - UNIT_NAME_CHARS - GLOB_CHARS)
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        return f"character {shown} is not allowed in a unit name (systemd-escape it)"
+    if entry.startswith((".", "@")):
+        return "a unit name cannot start with '.' or '@'"
+    if not is_glob(entry) and "." in entry and not entry.endswith(UNIT_SUFFIXES):
+        suffix = entry[entry.rindex("."):]
+        return f"unknown unit type {suffix!r} (expected one of {', '.join(UNIT_SUFFIXES)})"
+    name = normalise_unit_pattern(entry)
+    if not is_glob(name) and name[:name.rindex(".")].endswith("@"):
+        # systemd refuses a template in ListUnitsByNames, which would fail the whole call
+        stem, suffix = name[:name.rindex(".") - 1], name[name.rindex("."):]
+        return (f"a template cannot be reported, only its instances: name one "
+                f"({stem}@INSTANCE{suffix}) or all of them with a glob ({stem}@*{suffix})")
+    return None
+
+
+def is_unit_name(text: str) -> bool:
+    """Whether systemd could have printed this as a unit's name (not a glob)."""
+    return unit_pattern_problem(text) is None and not is_glob(text) and text.endswith(UNIT_SUFFIXES)
+
+
+def normalise_unit_pattern(entry: str) -> str:
+    """Give a bare name the .service suffix, the way systemctl reads `k3s` as k3s.service."""
+    if is_glob(entry) or entry.endswith(UNIT_SUFFIXES):
+        return entry
+    return entry + ".service"
+
+
+def parse_allowlist(text: str, source: str) -> list[str]:
+    """One unit name or glob per line; '#' starts a comment. Raises on the first bad line."""
+    patterns = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        problem = unit_pattern_problem(entry)
+        if problem:
+            raise HeartbeatError(f"{source}:{number}: bad allowlist entry {entry!r}: {problem}")
+        patterns.append(normalise_unit_pattern(entry))
+    return patterns
+
+
+def check_unit_patterns(entries: list[str], source: str) -> list[str]:
+    """Validate and normalise names given one by one (--unit, the Ansible module)."""
+    patterns = []
+    for entry in entries:
+        problem = unit_pattern_problem(entry)
+        if problem:
+            raise HeartbeatError(f"{source}: bad unit {entry!r}: {problem}")
+        patterns.append(normalise_unit_pattern(entry))
+    return patterns
+
+
+def unique(items) -> list:
+    """Items in first-seen order without repeats."""
+    return list(dict.fromkeys(items))
+
+
+def select_units(patterns: list[str], loaded: list[tuple[str, str, str, str]]):
+    """Which units to report: allowlisted names, glob matches, then every failed unit.
+
+    `loaded` holds (name, load, active, sub) rows of a listing. Returns (names, allowlisted)
+    where names keeps that order without repeats and allowlisted is the set the allowlist asked for.
+    """
+    exact = [p for p in patterns if not is_glob(p)]
+    globs = [p for p in patterns if is_glob(p)]
+    matched = []
+    if globs:
+        import fnmatch
+
+        matched = sorted(row[0] for row in loaded if any(fnmatch.fnmatchcase(row[0], g) for g in globs))
+    # sorted: systemctl lists units in its own order, D-Bus in another
+    failed = sorted(row[0] for row in loaded if row[2] == "failed")
+    allowlisted = set(exact) | set(matched)
+    return unique(exact + matched + failed), allowlisted

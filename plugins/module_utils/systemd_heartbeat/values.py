@@ -1,0 +1,97 @@
+# SPDX-License-Identifier: MIT
+"""systemd's value formats, as D-Bus sends them (µs integers, structs) and as systemctl
+prints them (LC_ALL=C TZ=UTC text). Every parser takes both, and anything else (a wrong type
+from a misbehaving bus, garbage text) as unknown: None, never an exception."""
+
+# systemd's "never" on D-Bus: 0, or USEC_INFINITY (all ones)
+USEC_NEVER = 2 ** 64 - 1
+YEAR_MAX = 9999  # datetime's range; systemd prints nothing later
+
+
+def parse_timestamp(value) -> float | None:
+    """'Fri 2026-11-27 19:25:44 UTC' (LC_ALL=C TZ=UTC) or D-Bus's µs -> Unix seconds;
+    '', 'n/a', 0 and infinity -> None.
+
+    systemd 249 prints these human-readable whatever --timestamp says (LastTriggerUSec and
+    NextElapseUSecRealtime ignore it even on 252), so one parser serves every version.
+    """
+    if type(value) is int:
+        return value / 1e6 if 0 < value < USEC_NEVER else None
+    if not isinstance(value, str):
+        return None
+    fields = value.split()
+    if len(fields) < 3 or fields[0] == "n/a":
+        return None
+    try:
+        year, month, day = (int(x) for x in fields[1].split("-"))
+        clock = fields[2].split(":")
+        hour, minute = int(clock[0]), int(clock[1])
+        second = float(clock[2])
+    except (ValueError, IndexError):
+        return None
+    if not (1970 <= year <= YEAR_MAX and 0 <= second < 61):
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        stamp = datetime(year, month, day, hour, minute, tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+    return stamp + second
+
+
+TIMESPAN_UNITS = {
+    "y": 31557600.0, "month": 2629800.0, "w": 604800.0, "d": 86400.0, "h": 3600.0,
+    "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "μs": 1e-6,
+}
+
+
+def parse_timespan(value) -> float | None:
+    """systemd's '1d 2h 3min 4.5s' / '30s' / '500ms', or D-Bus's µs -> seconds; else None."""
+    if type(value) is int:
+        return value / 1e6 if 0 <= value < USEC_NEVER else None
+    if not isinstance(value, str):
+        return None
+    total = 0.0
+    words = value.split()
+    if not words:
+        return None
+    for word in words:
+        digits = word.rstrip("abcdefghijklmnopqrstuvwxyzμ")
+        unit = word[len(digits):] or "s"
+        if unit not in TIMESPAN_UNITS or not digits or not digits.isascii():
+            return None
+        try:
+            total += float(digits) * TIMESPAN_UNITS[unit]
+        except ValueError:
+            return None
+    return total if total == total and total != float("inf") else None
+
+
+def parse_timer_settings(entries) -> list[tuple[str, object]]:
+    """'{ OnUnitActiveUSec=30s ; next_elapse=... }' lines, or D-Bus's (base, value, next
+    elapse) structs -> [(base, value), ...]."""
+    settings = []
+    if not isinstance(entries, (list, tuple)):
+        return settings
+    for entry in entries:
+        if isinstance(entry, tuple) and len(entry) >= 2 and isinstance(entry[0], str):
+            settings.append((entry[0], entry[1]))
+            continue
+        if not isinstance(entry, str):
+            continue
+        body = entry.strip().strip("{}").strip()
+        first = body.split(" ; ", 1)[0]
+        base, sep, value = first.partition("=")
+        if sep:
+            settings.append((base.strip(), value.strip()))
+    return settings
+
+
+def as_int(value) -> int | None:
+    """An integer property (D-Bus's int, systemctl's decimal text), else None."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
+        return int(value)
+    return None

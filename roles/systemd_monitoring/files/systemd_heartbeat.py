@@ -1,1 +1,0 @@
-../../../files/systemd-heartbeat.py
