@@ -37,6 +37,18 @@ def heartbeat_archive() -> bytes:
     return buffer.getvalue()
 
 
+HEARTBEAT_ON_HOST = "python3 /opt/systemd-heartbeat/files/systemd-heartbeat.py"
+
+
+def install_heartbeat(lab, host: str) -> str:
+    """Unpack heartbeat_archive() under /opt on a lab host; the command that runs it there."""
+    import base64
+
+    lab.ssh(host, "rm -rf /opt/systemd-heartbeat && base64 -d | tar -xz -C /opt",
+            input=base64.b64encode(heartbeat_archive()).decode())
+    return HEARTBEAT_ON_HOST
+
+
 PACKAGE_PARENT = ROOT / "plugins/module_utils"
 STAGES = ("model", "units", "values", "bus_wire", "read_bus", "read_systemctl", "read", "shape", "otlp",
           "push", "state", "spool", "cli")

@@ -7,10 +7,9 @@ import time
 import pytest
 
 import fixture_units
-from helpers import ROOT
+from helpers import HEARTBEAT_ON_HOST, install_heartbeat
 
 HOST = "lab-host2"
-PROGRAM = "/usr/local/libexec/systemd-heartbeat"
 ALLOWLIST = "/etc/systemd-heartbeat-test/allowlist"
 STATE = "/var/lib/systemd-heartbeat-test"
 
@@ -31,9 +30,8 @@ def systemd_truth(lab, units, props="Id,ActiveState,SubState,NRestarts,LastTrigg
 def host(lab):
     """lab-host2 with the fixture units running and the heartbeat installed."""
     sh(lab, "systemctl reset-failed; " + fixture_units.install_script())
-    sh(lab, f"mkdir -p {PROGRAM.rsplit('/', 1)[0]} {ALLOWLIST.rsplit('/', 1)[0]} {STATE}; "
-            f"cat > {PROGRAM}; chmod 0755 {PROGRAM}",
-       input=(ROOT / "files/systemd-heartbeat.py").read_text())
+    install_heartbeat(lab, HOST)
+    sh(lab, f"mkdir -p {ALLOWLIST.rsplit('/', 1)[0]} {STATE}")
     sh(lab, f"cat > {ALLOWLIST}", input=fixture_units.ALLOWLIST)
     # wait until the crash loop has restarted and the job timer has fired
     deadline = time.monotonic() + 30
@@ -49,7 +47,7 @@ def host(lab):
 def tick(lab, url: str, *extra: str) -> tuple[float, float]:
     """One heartbeat tick inside the host; returns the wall-clock window around it."""
     before = time.time()
-    sh(lab, f"python3 {PROGRAM} --allowlist {ALLOWLIST} --url {url} --host {HOST} --state-dir {STATE} "
+    sh(lab, f"{HEARTBEAT_ON_HOST} --allowlist {ALLOWLIST} --url {url} --host {HOST} --state-dir {STATE} "
             + " ".join(extra))
     return before, time.time()
 
@@ -176,7 +174,7 @@ AS_NOBODY = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
 
 def dry_run(lab, prefix: str = "", *flags: str) -> tuple[dict[str, float], str]:
     """One --dry-run tick: ({series: value}, stderr)."""
-    answer = lab.ssh(HOST, f"{prefix} python3 {PROGRAM} --allowlist {ALLOWLIST} --host {HOST} --dry-run "
+    answer = lab.ssh(HOST, f"{prefix} {HEARTBEAT_ON_HOST} --allowlist {ALLOWLIST} --host {HOST} --dry-run "
                      + " ".join(flags))
     series = {}
     for line in answer.stdout.splitlines():

@@ -9,10 +9,9 @@ import urllib.request
 
 import pytest
 
-from helpers import ROOT
+from helpers import HEARTBEAT_ON_HOST, install_heartbeat
 
 HOST = "lab-host2"
-PROGRAM = "/usr/local/libexec/systemd-heartbeat"
 NAME = "victoria-metrics-outage"
 
 
@@ -23,14 +22,14 @@ def outage(lab):
     lab.stop_service(NAME)
     url = lab.start_victoriametrics(NAME, port)
     state = "/var/lib/systemd-heartbeat-outage"
-    lab.ssh(HOST, f"rm -rf {state}; mkdir -p {state} /usr/local/libexec; cat > {PROGRAM}; chmod 0755 {PROGRAM}",
-            input=(ROOT / "files/systemd-heartbeat.py").read_text())
+    install_heartbeat(lab, HOST)
+    lab.ssh(HOST, f"rm -rf {state}; mkdir -p {state}")
     yield url, port, state
     lab.stop_service(NAME)
 
 
 def tick(lab, port: int, state: str, host: str, *extra: str):
-    return lab.ssh(HOST, f"python3 {PROGRAM} --unit lab-active.service --host {host} --state-dir {state} "
+    return lab.ssh(HOST, f"{HEARTBEAT_ON_HOST} --unit lab-active.service --host {host} --state-dir {state} "
                          f"--timeout 2 --url http://127.0.0.1:{port}/opentelemetry/v1/metrics " + " ".join(extra),
                    check=False)
 
