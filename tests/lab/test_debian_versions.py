@@ -85,9 +85,8 @@ def host(request, lab):
         time.sleep(0.5)
     yield name
     units = shlex.join(UNITS)
-    sh(lab, name, f"systemctl stop {units}; systemctl reset-failed {units}; "
-                  f"cd /etc/systemd/system && rm -f {units}; systemctl daemon-reload; rm -rf /opt/systemd-heartbeat",
-       check=False)
+    sh(lab, name, f"systemctl stop {units}; systemctl reset-failed {units}; cd /etc/systemd/system && "
+                  f"rm -f {units}; systemctl daemon-reload; rm -rf /opt/systemd-heartbeat", check=False)
 
 
 def parse(text: str) -> dict[tuple, float]:
@@ -118,7 +117,8 @@ def test_release_runs_its_own_systemd_python_and_bus(lab, host):
     release = RELEASES[host]
     assert sh(lab, host, "cat /etc/debian_version").startswith(release.debian + ".")
     assert int(sh(lab, host, "systemctl --version").split()[1]) == release.systemd
-    assert sh(lab, host, "python3 -c 'import sys; print(*sys.version_info[:2], sep=\".\")'").strip() == release.python
+    python = sh(lab, host, "python3 -c 'import sys; print(*sys.version_info[:2], sep=\".\")'")
+    assert python.strip() == release.python
     # The containers share the machine's network namespace, so ss lists every lab host's bus
     # socket; only this host's own has its processes named.
     sockets = [line for line in sh(lab, host, "ss -xlpH src /run/dbus/system_bus_socket").splitlines()
