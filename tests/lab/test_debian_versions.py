@@ -1,11 +1,10 @@
 """The heartbeat on both Debian releases of the lab: Debian 12 (systemd 252, Python 3.11,
 dbus-daemon as the system bus) and Debian 13 (systemd 257, Python 3.13, dbus-broker). It is
-installed the way a clone runs it (helpers.heartbeat_archive) and driven only through its
+installed the way a clone runs it (helpers.install_heartbeat) and driven only through its
 command line, as root and as an unprivileged user; each tick is checked against `systemctl
 show` on the same host, and one real tick goes to the lab's VictoriaMetrics."""
 from __future__ import annotations
 
-import base64
 import re
 import shlex
 import time
@@ -13,7 +12,8 @@ from typing import NamedTuple
 
 import pytest
 
-from helpers import heartbeat_archive
+from helpers import HEARTBEAT_ON_HOST as PROGRAM
+from helpers import install_heartbeat
 
 pytestmark = pytest.mark.lab
 
@@ -31,7 +31,6 @@ RELEASES = {
     "lab-host1": Release("12", 252, "3.11", "dbus-daemon"),
     "lab-trixie1": Release("13", 257, "3.13", "dbus-broker"),
 }
-PROGRAM = "python3 /opt/systemd-heartbeat/files/systemd-heartbeat.py"
 AS_USER = {"root": "", "unprivileged": "runuser -u nobody --"}
 # One of each kind of unit the comparison must get right, created on the host under test.
 UNITS = {
@@ -66,9 +65,7 @@ def host(request, lab):
     name = request.param
     if name == "lab-trixie1":
         request.getfixturevalue("trixie")  # boots Debian 13 on first use
-    # lab.ssh speaks text; the archive crosses as base64 and is unpacked as the helper says
-    sh(lab, name, "rm -rf /opt/systemd-heartbeat && base64 -d | tar -xz -C /opt",
-       input=base64.b64encode(heartbeat_archive()).decode())
+    install_heartbeat(lab, name)  # heartbeat_archive() under /opt, run as PROGRAM
     script = [f"cat > /etc/systemd/system/{unit} <<'UNIT'\n{text}UNIT" for unit, text in UNITS.items()]
     sh(lab, name, "\n".join([*script, "systemctl daemon-reload",
                              "systemctl start --no-block versions-running.service versions-failed.service "
