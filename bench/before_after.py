@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import HOST, LAUNCHER_TEMPLATE, install_heartbeat, load_units, machine, prepare_host, unload_units  # noqa: E402
+from tick import (HOST, LAUNCHER_TEMPLATE, ROLE_VARS, install_heartbeat, load_units, machine,  # noqa: E402
+                  prepare_host, unload_units)
 
 PACKAGE = "plugins/module_utils/systemd_heartbeat"
 SINGLE = "files/systemd-heartbeat.py"
@@ -50,14 +51,14 @@ def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout
 
 
-def version(rev: str | None) -> tuple[dict[str, str], str, str]:
+def version(rev: str | None) -> tuple[dict[str, str], str, str, str]:
     """A version as the role installs it: its files (path under the lib dir -> text: the package's
-    *.py where the version has the package, else the single module), its launcher template, and
-    what it is, in words. rev None: the working tree."""
+    *.py where the version has the package, else the single module), its launcher template, the
+    role's vars, and what it is, in words. rev None: the working tree."""
     if rev is None:
         read = lambda path: (ROOT / path).read_text()  # noqa: E731
         names = sorted(str(p.relative_to(ROOT)) for p in (ROOT / PACKAGE).glob("*.py"))
-        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE, LAUNCHER_TEMPLATE).strip()
+        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE, LAUNCHER_TEMPLATE, ROLE_VARS).strip()
         where = f"the working tree (HEAD {git('rev-parse', '--short', 'HEAD').strip()}{', with uncommitted changes' * bool(dirty)})"
     else:
         read = lambda path: git("show", f"{rev}:{path}")  # noqa: E731
@@ -68,7 +69,7 @@ def version(rev: str | None) -> tuple[dict[str, str], str, str]:
     calls = "; ".join(line.split("  #")[0] for line in template.splitlines()  # what it runs
                       if line.strip() and not line.startswith(("#", "{{", "import sys", "sys.path")))
     shape = "single module" if "systemd_heartbeat.py" in files else f"package, {len(files)} modules"
-    return files, template, f"{where}: {shape}; launcher `{calls}`"
+    return files, template, read(ROLE_VARS), f"{where}: {shape}; launcher `{calls}`"
 
 
 def ratio_of_medians(before: list[float], after: list[float], rounds) -> float:
@@ -119,12 +120,13 @@ def main() -> int:
     versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
     url = prepare_host("before_after_harness.py", "peers_harness.py", heartbeat=False)
     launchers = []
-    for name, (files, template, _) in versions.items():
-        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", template), f"/opt/bench/{name}/state"]
+    for name, (files, template, role_vars, _) in versions.items():
+        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", template, role_vars),
+                      f"/opt/bench/{name}/state"]
     py = lab.inside(HOST, ["python3", "-V"]).stdout.split()[1]
     systemd = lab.inside(HOST, ["systemctl", "--version"]).stdout.split()[1]
     print(f"Command: `sudo .venv/bin/python bench/before_after.py {shlex.join(sys.argv[1:])}`\n")
-    print(f"Before: {versions['before'][2]}.  \nAfter: {versions['after'][2]}.\n")
+    print(f"Before: {versions['before'][3]}.  \nAfter: {versions['after'][3]}.\n")
     print(f"Machine: {machine()}; {HOST}: systemd {systemd}, Python {py}; {args.repeat} ticks of each version, "
           "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
           "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians (wall, paired: "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -25,15 +26,18 @@ import lab  # noqa: E402
 
 HOST = "lab-host6"  # a host of its own: no heartbeat timer or vmalert of the demo running beside it
 LAUNCHER_TEMPLATE = "roles/systemd_monitoring/templates/systemd-heartbeat.j2"  # the role's launcher
+ROLE_VARS = "roles/systemd_monitoring/vars/main.yml"  # what its {{ _names }} stand for
 
 
 def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: str = "/opt/bench",
-                      template: str | None = None) -> str:
+                      template: str | None = None, role_vars: str | None = None) -> str:
     """A heartbeat as the role installs it: its files (path under the lib dir -> text; default the
     working tree's single module) in PREFIX/lib, precompiled, and the launcher, the role's
-    template (default the working tree's) rendered by hand, PREFIX/systemd-heartbeat (returned)."""
+    template rendered by hand with the role's vars (default both the working tree's),
+    PREFIX/systemd-heartbeat (returned)."""
     files = files or {"systemd_heartbeat.py": (ROOT / "files/systemd-heartbeat.py").read_text()}
     template = template or (ROOT / LAUNCHER_TEMPLATE).read_text()
+    values = dict(re.findall(r"^(_\w+): *\"?([^\"\n]*)\"?$", role_vars or (ROOT / ROLE_VARS).read_text(), re.M))
     lib, root = f"{prefix}/lib", lab.host_dir(host) / "root"  # the host's / seen from the machine
     lab.ssh(host, ["rm", "-rf", lib])
     for name, text in files.items():
@@ -41,8 +45,9 @@ def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: st
         (root / lib.lstrip("/") / name).write_text(text)
     lab.ssh(host, ["python3", "-m", "compileall", "-q", "-f", lib])
     launcher = "".join(line for line in template.splitlines(keepends=True) if "ansible_managed" not in line)
+    values["_systemd_monitoring_lib_dir"] = lib
     lab.ssh(host, f"cat > {prefix}/systemd-heartbeat && chmod 0755 {prefix}/systemd-heartbeat",
-            input=launcher.replace("{{ _systemd_monitoring_lib_dir }}", lib))
+            input=re.sub(r"\{\{ *(\w+) *\}\}", lambda name: values[name[1]], launcher))
     return f"{prefix}/systemd-heartbeat"
 
 
