@@ -15,7 +15,7 @@ import pytest
 
 from helpers import FIXTURES, ROOT
 
-HEARTBEAT = ROOT / "files/systemd-heartbeat.py"
+HEARTBEAT = os.environ.get("HEARTBEAT_PROGRAM") or ROOT / "files/systemd-heartbeat.py"
 
 
 @pytest.fixture()
@@ -368,3 +368,17 @@ def test_https_with_an_unknown_ca_is_refused(fake_systemctl, tls_server):
     url, _ = tls_server
     done = run_heartbeat(fake_systemctl, "--url", url)
     assert done.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in done.stderr and Recorder.bodies == []
+
+
+def test_no_series_has_a_staleness_marker_and_a_value_in_one_push(fake_systemctl, server, tmp_path):
+    """The spool's own series were added after the markers were computed: every tick after the
+    first with a state directory sent systemd_heartbeat_spooled_payloads twice, stale and 0."""
+    state = tmp_path / "state"
+    state.mkdir()
+    assert run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", url_of(server),
+                         "--unit", "first.service").returncode == 0
+    done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--dry-run", "--unit", "other.service")
+    series = [line.split(" ")[0] for line in done.stdout.splitlines()]
+    stale = {line.split(" ")[0] for line in done.stdout.splitlines() if " stale" in line}
+    assert len(series) == len(set(series)) and stale  # the first tick's units ended, once each
+    assert not any(name.startswith("systemd_heartbeat_") for name in stale)

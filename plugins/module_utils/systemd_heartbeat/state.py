@@ -116,11 +116,15 @@ def well_formed(memory) -> dict:
 
 
 def load_legacy_memory(state_dir: str) -> dict:
-    import json
+    try:
+        data = read_regular_file(os.path.join(state_dir, LEGACY_MEMORY_FILE))
+    except OSError:
+        return {}
+    import json  # only for this one read: json imports re, 4 ms
 
     try:
-        memory = json.loads(read_regular_file(os.path.join(state_dir, LEGACY_MEMORY_FILE)))
-    except (OSError, ValueError):
+        memory = json.loads(data)
+    except ValueError:
         return {}
     if type(memory) is dict and type(memory.get("series")) is list:  # JSON has lists, not tuples
         memory["series"] = [(e[0], e[1], tuple(tuple(p) if type(p) is list else p for p in e[2]))
