@@ -30,7 +30,6 @@ import os
 import random
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,32 +38,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import (HOST, LAUNCHER_TEMPLATE, ROLE_VARS, install_heartbeat, load_units, machine,  # noqa: E402
-                  prepare_host, unload_units)
+from tick import (HOST, LAUNCHER_TEMPLATE, PACKAGE, ROLE_VARS, SINGLE, git, heartbeat_files,  # noqa: E402
+                  allowlist_units, install_heartbeat, machine, prepare_host, reader, run_harness, unload_units)
 
-PACKAGE = "plugins/module_utils/systemd_heartbeat"
-SINGLE = "files/systemd-heartbeat.py"
 VERSIONS = ("before", "after")
 
 
-def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout
-
-
 def version(rev: str | None) -> tuple[dict[str, str], str, str, str]:
-    """A version as the role installs it: its files (path under the lib dir -> text: the package's
-    *.py where the version has the package, else the single module), its launcher template, the
-    role's vars, and what it is, in words. rev None: the working tree."""
+    """A version as the role installs it: its files (tick.heartbeat_files), its launcher template,
+    the role's vars, and what it is, in words. rev None: the working tree."""
     if rev is None:
-        read = lambda path: (ROOT / path).read_text()  # noqa: E731
-        names = sorted(str(p.relative_to(ROOT)) for p in (ROOT / PACKAGE).glob("*.py"))
         dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE, LAUNCHER_TEMPLATE, ROLE_VARS).strip()
         where = f"the working tree (HEAD {git('rev-parse', '--short', 'HEAD').strip()}{', with uncommitted changes' * bool(dirty)})"
     else:
-        read = lambda path: git("show", f"{rev}:{path}")  # noqa: E731
-        names = [n for n in git("ls-tree", "--name-only", rev, f"{PACKAGE}/").splitlines() if n.endswith(".py")]
         where = git("rev-parse", "--short", f"{rev}^{{commit}}").strip()
-    files = {f"systemd_heartbeat/{Path(n).name}": read(n) for n in names} or {"systemd_heartbeat.py": read(SINGLE)}
+    read, files = reader(rev), heartbeat_files(rev)
     template = read(LAUNCHER_TEMPLATE)
     calls = "; ".join(line.split("  #")[0] for line in template.splitlines()  # what it runs
                       if line.strip() and not line.startswith(("#", "{{", "import sys", "sys.path")))
@@ -118,7 +106,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
-    url = prepare_host("before_after_harness.py", "peers_harness.py", heartbeat=False)
+    url = prepare_host("before_after_harness.py", heartbeat=False)
     launchers = []
     for name, (files, template, role_vars, _) in versions.items():
         launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", template, role_vars),
@@ -136,14 +124,10 @@ def main() -> int:
     print("|---:|---|---|---|---|---|---|")
     spreads, others = [], []
     for size in (int(s) for s in args.sizes.split(",")):
-        names = load_units(HOST, size, timers=True)
-        lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
-        loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+        loaded = allowlist_units(size, timers=True)
         other, start = cpu_outside(HOST), time.monotonic()
-        answer = lab.ssh(HOST, ["python3", "/opt/bench/before_after_harness.py", "/opt/bench/allowlist", url,
-                                str(args.repeat), *launchers], check=False, timeout=1800)
-        if answer.returncode:
-            raise SystemExit(f"the harness failed at N = {size}:\n{answer.stderr}")
+        answer = run_harness("before_after_harness.py", "/opt/bench/allowlist", url, str(args.repeat), *launchers,
+                             at=f"N = {size}")
         others.append((size, (cpu_outside(HOST) - other) / (time.monotonic() - start)))
         result = dict(zip(VERSIONS, json.loads(answer.stdout)))
         (ROOT / "bench/results").mkdir(exist_ok=True)

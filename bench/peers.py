@@ -17,8 +17,8 @@ For the exporters: wall time of the scrape, CPU the exporter process spent on it
 time of all its threads, /proc/PID/task/*/schedstat, in ns), gzipped bytes on the wire, and the
 resident memory it holds between scrapes. For every tool, the CPU that systemd (PID 1) and
 dbus-daemon spent while it collected: the cost its reads put on the host. Also timed, in the
-same loop: the bare interpreter and the interpreter loading the heartbeat's module, the
-start-up any Python oneshot pays.
+same loop: the bare interpreter and the interpreter loading the heartbeat's modules a tick
+loads (found with -X importtime), the start-up any Python oneshot pays.
 Prints a Markdown table with the ratios against the best peer at each N.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import HOST, load_units, machine, prepare_host, unload_units  # noqa: E402
+from tick import HOST, allowlist_units, machine, prepare_host, run_harness, unload_units  # noqa: E402
 
 
 def cell(result: dict, best: dict | None) -> str:
@@ -59,13 +59,10 @@ def main() -> int:
     print("|---:|---|---|---|")
     startups, spreads = [], []
     for size in (int(s) for s in args.sizes.split(",")):
-        names = load_units(HOST, size, timers=True)
-        lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
-        loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
-        answer = lab.ssh(HOST, ["python3", "/opt/bench/peers_harness.py", "/opt/bench/systemd-heartbeat",
-                                "/opt/bench/allowlist", url, str(args.repeat),
-                                "/opt/bench/bin/prometheus-systemd-exporter", "/opt/bench/bin/prometheus-node-exporter",
-                                "bench-.+", "/opt/bench/lib/systemd_heartbeat.py"], timeout=1800)
+        loaded = allowlist_units(size, timers=True)
+        answer = run_harness("peers_harness.py", "/opt/bench/systemd-heartbeat", "/opt/bench/allowlist", url,
+                             str(args.repeat), "/opt/bench/bin/prometheus-systemd-exporter",
+                             "/opt/bench/bin/prometheus-node-exporter", "bench-.+", "/opt/bench/lib", at=f"N = {size}")
         r = json.loads(answer.stdout)
         startups.append((size, r["startup"]))
         spreads.append((size, r))
@@ -92,7 +89,7 @@ def main() -> int:
     for size, startup in startups:
         interpreter, loaded = startup["interpreter"], startup["module_loaded"]
         print(f"- N = {size}: `python3 -IS -c pass` {interpreter['wall_ms']['median']} / "
-              f"{interpreter['cpu_ms']['median']} ms; the heartbeat's module loaded, then exit "
+              f"{interpreter['cpu_ms']['median']} ms; the heartbeat's modules a tick loads, loaded, then exit "
               f"{loaded['wall_ms']['median']} / {loaded['cpu_ms']['median']} ms")
     return 0
 

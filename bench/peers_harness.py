@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Runs inside a lab host: one heartbeat tick vs one scrape of each peer exporter, same units.
 
-argv: LAUNCHER ALLOWLIST URL REPEAT SYSTEMD_EXPORTER NODE_EXPORTER REGEX HEARTBEAT_MODULE
-Prints one JSON object. Standard library only.
+argv: LAUNCHER ALLOWLIST URL REPEAT SYSTEMD_EXPORTER NODE_EXPORTER REGEX LIB_DIR
+LIB_DIR is where the heartbeat's package is installed (LIB_DIR/systemd_heartbeat/), as the
+launcher finds it. Prints one JSON object. Standard library only.
+
+Also the in-host helpers the other harnesses import (bench/tick.py's prepare_host copies this
+file beside them): timed, summary, tick_argv, pushed_request, the CPU of systemd and dbus-daemon.
 """
 from __future__ import annotations
 
@@ -46,10 +50,11 @@ def scrape(name: str, pid: int) -> tuple[float, float, int]:
     return wall, cpu_ms(pid) - before, len(body)
 
 
-def timed(argv: list[str]) -> tuple[float, float]:
+def timed(argv: list[str], env=None) -> tuple[float, float]:
+    """Wall and CPU (user + system, the child and its children) of one command, in ms."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=env)
     wall = (time.perf_counter() - start) * 1000
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1000
@@ -75,31 +80,47 @@ def with_bus_side_cpu(pids: list[int], collect, *args) -> tuple:
     return result + (sum(cpu_ms(pid) for pid in pids) - before,)
 
 
-def summary(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
+def summary(values: list[float], digits: int = 1) -> dict:
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
 
 
-def tick_argv(launcher: str, allowlist: str, url: str, host: str, state_dir: str) -> list[str]:
-    """One heartbeat tick as the service runs it: the launcher, with its state directory (the
-    first tick fills it)."""
+def tick_argv(launcher: str, allowlist: str, url: str, host: str, state_dir: str | None = None) -> list[str]:
+    """One heartbeat tick as the service runs it: the launcher, with its state directory if one
+    is given (the first tick fills it)."""
+    argv = [launcher, "--allowlist", allowlist, "--url", url, "--host", host]
+    if state_dir is None:
+        return argv
     os.makedirs(state_dir, exist_ok=True)
-    return [launcher, "--allowlist", allowlist, "--url", url, "--host", host, "--state-dir", state_dir]
+    return argv + ["--state-dir", state_dir]
 
 
-def pushed_bytes(heartbeat_module: str, allowlist: str) -> int:
-    """The gzipped request one tick pushes (the same code the tick runs)."""
-    import importlib.util
+def pushed_request(lib_dir: str, allowlist: str, host: str) -> tuple[object, list, bytes, bytes]:
+    """What one tick pushes, computed with the package installed in LIB_DIR (the code the tick
+    runs; its flags read by the program's own parser): the snapshot, the samples, the request
+    body, and that body gzipped as the push sends it. Without a state directory: no spool
+    counts, no staleness markers."""
+    if lib_dir not in sys.path:
+        sys.path.insert(0, lib_dir)
+    from systemd_heartbeat import cli, model, otlp
 
-    spec = importlib.util.spec_from_file_location("hb", heartbeat_module)
-    hb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hb)
-    units = [line.strip() for line in open(allowlist) if line.strip()]
-    samples, snapshot, _ = hb.tick(units, "bench-peers", None, 30, bus=hb.system_bus_path())
-    return len(hb.gzip(hb.encode_request(samples, {"host": "bench-peers"}, int(snapshot.wall * 1e9))))
+    args = cli.parse_args(["--allowlist", allowlist, "--host", host])
+    samples, snapshot, _ = cli.tick(cli.read_patterns(args), host, None, model.Deadline(30))
+    body = otlp.encode_request(samples, {"host": host}, int(snapshot.wall * 1e9))
+    return snapshot, samples, body, otlp.gzip(body)
+
+
+def modules_loaded(tick: list[str]) -> list[str]:
+    """The heartbeat's modules one tick imports (python3 -X importtime on the launcher: a tick
+    imports a stage only where it uses it)."""
+    run = subprocess.run(["python3", "-IS", "-X", "importtime", *tick], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, check=True)
+    names = (line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:"))
+    return [name for name in names if name.startswith("systemd_heartbeat.")]
 
 
 def main() -> None:
-    launcher, allowlist, url, repeat, systemd_exporter, node_exporter, regex, heartbeat_module = sys.argv[1:9]
+    launcher, allowlist, url, repeat, systemd_exporter, node_exporter, regex, lib_dir = sys.argv[1:9]
     repeat = int(repeat)
     peers = {
         "systemd_exporter": [systemd_exporter, "--web.listen-address=127.0.0.1:19558",
@@ -122,13 +143,14 @@ def main() -> None:
                         raise
                     time.sleep(0.2)
         tick = tick_argv(launcher, allowlist, url, "bench-peers", STATE_DIR)
-        timed(tick)
+        timed(tick)  # the first tick fills the state directory (timers' calendar periods)
+        modules = modules_loaded(tick)  # and warms up
         results = {"heartbeat": [], **{name: [] for name in peers}}
         # what any Python oneshot pays before its first call: the interpreter alone, and the
-        # interpreter loading the heartbeat's module and leaving the way a tick leaves
+        # interpreter loading the heartbeat's modules a tick loads and leaving the way a tick leaves
         floors = {"interpreter": [], "module_loaded": []}
-        load_only = ["python3", "-IS", "-c", f"import sys; sys.path.insert(0, {os.path.dirname(heartbeat_module)!r}); "
-                     "import systemd_heartbeat as h; h.exit_now(0)"]
+        load_only = ["python3", "-IS", "-c", f"import sys; sys.path.insert(0, {lib_dir!r}); "
+                     f"import {', '.join(modules)}; systemd_heartbeat.cli.exit_now(0)"]
         rss = {name: [] for name in peers}
         settled = {name: [] for name in peers}
         pids = bus_side_pids()
@@ -150,7 +172,8 @@ def main() -> None:
             out[name]["rss_mb"] = round(statistics.median(rss[name]), 1)
             out[name]["cpu_settled_ms"] = summary(settled[name])
         out["heartbeat"]["rss_mb"] = 0.0  # a oneshot: nothing runs between ticks
-        out["heartbeat"]["bytes"] = pushed_bytes(heartbeat_module, allowlist)
+        out["heartbeat"]["bytes"] = len(pushed_request(lib_dir, allowlist, "bench-peers")[3])
+        out["heartbeat"]["modules"] = modules
         out["startup"] = {name: {"wall_ms": summary([r[0] for r in rows]), "cpu_ms": summary([r[1] for r in rows])}
                           for name, rows in floors.items()}
         print(json.dumps(out))

@@ -7,9 +7,14 @@ For each size N it loads N units on lab-host6 (booted for the benchmark, nothing
 oneshot services that stay active, one in ten failing, as a real box has some), allowlists
 exactly them, and measures inside the host, alternating: the bare batched `systemctl show` of
 the N units with the heartbeat's properties (the floor of any tool reading through systemctl,
-as the heartbeat did before it read D-Bus itself), and one full heartbeat tick (interpreter
-start, reading systemd over D-Bus, shaping, encoding, the HTTP push to the lab's
+as the heartbeat did before it read D-Bus itself), and one full heartbeat tick (the working
+tree's package as the role installs it, precompiled, run through the role's launcher:
+interpreter start, reading systemd over D-Bus, shaping, encoding, the HTTP push to the lab's
 VictoriaMetrics). Prints a Markdown table; numbers go to BENCHMARKS.md by hand.
+
+Also the bench's shared set-up (bench/peers.py and bench/before_after.py import it): which
+heartbeat files a version has, installing them as the role does, booting HOST, loading units,
+running a harness inside HOST.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import argparse
 import json
 import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,17 +31,42 @@ sys.path.insert(0, str(ROOT / "lab"))
 import lab  # noqa: E402
 
 HOST = "lab-host6"  # a host of its own: no heartbeat timer or vmalert of the demo running beside it
+PACKAGE = "plugins/module_utils/systemd_heartbeat"  # the heartbeat: the role copies its top-level *.py
+SINGLE = "files/systemd-heartbeat.py"  # the whole heartbeat before the package (f40ecf3 and older)
 LAUNCHER_TEMPLATE = "roles/systemd_monitoring/templates/systemd-heartbeat.j2"  # the role's launcher
 ROLE_VARS = "roles/systemd_monitoring/vars/main.yml"  # what its {{ _names }} stand for
+SHARED_HARNESS = "peers_harness.py"  # in-host helpers the other harnesses import from beside them
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout
+
+
+def reader(rev: str | None):
+    """read(path) -> the text of a file of the project at git revision rev (None: the working tree)."""
+    if rev is None:
+        return lambda path: (ROOT / path).read_text()
+    return lambda path: git("show", f"{rev}:{path}")
+
+
+def heartbeat_files(rev: str | None = None) -> dict[str, str]:
+    """The heartbeat as the role installs it at rev (None: the working tree), path under the lib
+    dir -> text: the package's top-level *.py where that version has the package, else the
+    single module as systemd_heartbeat.py."""
+    if rev is None:
+        names = sorted(str(p.relative_to(ROOT)) for p in (ROOT / PACKAGE).glob("*.py"))
+    else:
+        names = [n for n in git("ls-tree", "--name-only", rev, f"{PACKAGE}/").splitlines() if n.endswith(".py")]
+    read = reader(rev)
+    return {f"systemd_heartbeat/{Path(n).name}": read(n) for n in names} or {"systemd_heartbeat.py": read(SINGLE)}
 
 
 def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: str = "/opt/bench",
                       template: str | None = None, role_vars: str | None = None) -> str:
-    """A heartbeat as the role installs it: its files (path under the lib dir -> text; default the
-    working tree's single module) in PREFIX/lib, precompiled, and the launcher, the role's
-    template rendered by hand with the role's vars (default both the working tree's),
-    PREFIX/systemd-heartbeat (returned)."""
-    files = files or {"systemd_heartbeat.py": (ROOT / "files/systemd-heartbeat.py").read_text()}
+    """A heartbeat as the role installs it: its files (heartbeat_files(); default the working
+    tree's) in PREFIX/lib, precompiled, and the launcher, the role's template rendered by hand
+    with the role's vars (default both the working tree's), PREFIX/systemd-heartbeat (returned)."""
+    files = files or heartbeat_files()
     template = template or (ROOT / LAUNCHER_TEMPLATE).read_text()
     values = dict(re.findall(r"^(_\w+): *\"?([^\"\n]*)\"?$", role_vars or (ROOT / ROLE_VARS).read_text(), re.M))
     lib, root = f"{prefix}/lib", lab.host_dir(host) / "root"  # the host's / seen from the machine
@@ -53,12 +84,12 @@ def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: st
 
 def prepare_host(*harnesses: str, heartbeat: bool = True) -> str:
     """Boot HOST, install the working tree's heartbeat (unless not heartbeat) and the harnesses
-    (files in bench/) into it; the lab's OTLP URL."""
+    (files in bench/, SHARED_HARNESS always) into /opt/bench; the lab's OTLP URL."""
     lab.up(1, first=int(HOST[len(lab.HOST_PREFIX):]))
     lab.ssh(HOST, ["mkdir", "-p", "/opt/bench/bin"])  # peers.py puts the exporters there
     if heartbeat:
         install_heartbeat(HOST)
-    for harness in harnesses:
+    for harness in dict.fromkeys((*harnesses, SHARED_HARNESS)):
         lab.ssh(HOST, f"cat > /opt/bench/{harness}", input=(ROOT / "bench" / harness).read_text())
     return f"http://127.0.0.1:{lab.VM_PORT}/opentelemetry/v1/metrics"
 
@@ -90,9 +121,30 @@ def load_units(host: str, count: int, timers: bool = False) -> list[str]:
     return names
 
 
+def allowlist_units(size: int, timers: bool = False) -> int:
+    """load_units(HOST, size, timers), their names in /opt/bench/allowlist; how many units HOST
+    has loaded then (what a full listing sees)."""
+    names = load_units(HOST, size, timers)
+    lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
+    return units_loaded()
+
+
+def units_loaded() -> int:
+    return lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+
+
 def unload_units(host: str) -> None:
     lab.ssh(host, f"{STOP_BENCH_UNITS}; rm -f /etc/systemd/system/bench-*; systemctl daemon-reload; "
                   "systemctl reset-failed")
+
+
+def run_harness(harness: str, *args: str, at: str) -> subprocess.CompletedProcess:
+    """bench/HARNESS run inside HOST (prepare_host copied it) with args; its answer. A failure
+    ends the benchmark with what the harness wrote to stderr (at: where in the run)."""
+    answer = lab.ssh(HOST, ["python3", f"/opt/bench/{harness}", *args], check=False, timeout=1800)
+    if answer.returncode:
+        raise SystemExit(f"{harness} failed at {at}:\n{answer.stderr}")
+    return answer
 
 
 def machine() -> str:
@@ -107,7 +159,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     url = prepare_host("tick_harness.py")
-    loaded = lab.inside(HOST, ["systemctl", "list-units", "--all", "--no-legend", "--plain"]).stdout.count("\n")
+    loaded = units_loaded()
     print(f"Machine: {machine()}; lab host {HOST}: systemd "
           f"{lab.inside(HOST, ['systemctl', '--version']).stdout.split()[1]}, "
           f"Python {lab.inside(HOST, ['python3', '-V']).stdout.split()[1]}; median of {args.repeat} "
@@ -116,10 +168,9 @@ def main() -> int:
     print("|---:|---|---|---:|---:|")
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        names = load_units(HOST, size)
-        lab.ssh(HOST, "cat > /opt/bench/allowlist", input="\n".join(names) + "\n")
-        answer = lab.ssh(HOST, ["python3", "/opt/bench/tick_harness.py", "/opt/bench/lib/systemd_heartbeat.py",
-                                "/opt/bench/allowlist", url, str(args.repeat), "/opt/bench/systemd-heartbeat"], timeout=600)
+        allowlist_units(size)
+        answer = run_harness("tick_harness.py", "/opt/bench/lib", "/opt/bench/allowlist", url, str(args.repeat),
+                             "/opt/bench/systemd-heartbeat", at=f"N = {size}")
         r = json.loads(answer.stdout)
         results.append(r)
         fw, fc, tw, tc = r["floor_wall_ms"], r["floor_cpu_ms"], r["tick_wall_ms"], r["tick_cpu_ms"]
