@@ -43,6 +43,9 @@ def spool_files(state_dir: str | None) -> list[Spooled]:
     if not state_dir:
         return []
     directory = os.path.join(state_dir, SPOOL_DIR)
+    if os.path.islink(directory):
+        warn(f"{directory} is a symlink, not the spool: ignored")
+        return []
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -71,6 +74,8 @@ def spool_files(state_dir: str | None) -> list[Spooled]:
 def spool_write(state_dir: str, payload: bytes, time_ns: int) -> Spooled:
     """Keep a payload for later, whole or not at all."""
     directory = os.path.join(state_dir, SPOOL_DIR)
+    if os.path.islink(directory):
+        raise OSError(0, f"{directory} is a symlink")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     name = f"{time_ns:0{STAMP_DIGITS}d}{SPOOL_SUFFIX}"
     write_atomically(directory, name, payload)
