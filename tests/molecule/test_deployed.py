@@ -103,6 +103,20 @@ def test_invalid_inventory_value_fails_in_preflight_and_changes_nothing(tmp_path
     assert snapshot_files("lab-host4") == before
 
 
+def test_a_python_older_than_the_floor_fails_in_preflight_and_changes_nothing(tmp_path):
+    """kai-server's floor is Python 3.10 (Ubuntu 22.04): a host whose python3 is older is
+    refused with one line naming what was found (a stand-in python3 that reports 3.9.2)."""
+    on_host("lab-host4", "mkdir -p /opt/old-python && printf '#!/bin/sh\\necho 3.9.2\\n' > /opt/old-python/python3 "
+                         "&& chmod 0755 /opt/old-python/python3")
+    inventory = write_inventory(tmp_path, {"lab-host4": lab_host("lab-host4")})
+    before = snapshot_files("lab-host4")
+    run = ansible_playbook(inventory, "-e", json.dumps({"_systemd_monitoring_python_dir": "/opt/old-python"}))
+    assert run.returncode != 0
+    assert ("the heartbeat needs Python >= 3.10 as /opt/old-python/python3 on lab-host4, found 3.9.2"
+            in run.output), run.output[-3000:]
+    assert run.recap("lab-host4")["changed"] == 0 and snapshot_files("lab-host4") == before
+
+
 def test_host_without_systemd_fails_in_preflight(tmp_path):
     """The controller machine itself: its PID 1 is not systemd."""
     inventory = write_inventory(tmp_path, {"not-systemd": {"ansible_connection": "local",
