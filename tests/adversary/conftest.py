@@ -61,7 +61,7 @@ def hard_time_limit():
 
 # --- running the heartbeat --------------------------------------------------------------------
 
-SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$')
+SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?[0-9]+)?(?:\s+#.*)?$')
 LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 
 
@@ -146,7 +146,8 @@ class Runner:
 
     def __call__(self, *args, bus: FakeBus | None = None, tools: FakeTools | None = None,
                  bus_address: str | None = None, env: dict | None = None, limit: float = 20,
-                 preexec=None) -> Result:
+                 preexec=None, pipes: bool = False) -> Result:
+        """pipes: capture through pipes, not files (when a file-size limit would cut the output)."""
         environ = {
             "PATH": str(tools.bin if tools else self.empty_bin),
             "HOME": str(self.tmp),
@@ -157,6 +158,12 @@ class Runner:
         }
         environ.update(env or {})
         argv = [PYTHON, PROGRAM, *[str(a) for a in args]]
+        if pipes:
+            start = time.monotonic()
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=environ,
+                               cwd=self.tmp, start_new_session=True, preexec_fn=preexec, timeout=limit)
+            return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                          p.stderr.decode("utf-8", "replace"), time.monotonic() - start, argv[2:])
         out_path, err_path = self.tmp / "stdout", self.tmp / "stderr"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             start = time.monotonic()
@@ -378,3 +385,11 @@ def assert_no_fallback(res: Result, tools: FakeTools):
 
 def spool_name(ns: int | None = None) -> str:
     return f"{time.time_ns() if ns is None else ns:020d}.otlp.gz"
+
+
+@pytest.fixture
+def state(tmp_path) -> Path:
+    """The state directory, made beforehand as systemd's StateDirectory= does (mode 0700)."""
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    return d

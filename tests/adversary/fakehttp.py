@@ -4,6 +4,7 @@ mode:
   "answer"   read the request, answer with the next status of `statuses` (the last one repeats)
   "trickle"  read the request, then send a 200 answer one byte every `trickle` seconds
   "hang"     read the request, never answer
+  "close"    read the request, hang up without an answer
   "silent"   accept the connection, never read nor write
   "handshake-trickle"  read the TLS client hello, answer a server hello one byte every `trickle` s
 With `tls` (an ssl.SSLContext), the connection is TLS (the handshake is done in the handler).
@@ -73,6 +74,8 @@ class FakeEndpoint(LoopbackServer):
                 if req is None:
                     return
                 self.requests.append(req)
+                if self.mode == "close":
+                    return
                 if self.mode == "hang":
                     self._stop.wait(60)
                     return

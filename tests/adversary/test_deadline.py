@@ -46,14 +46,14 @@ T = 2.0
 @pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("mode", ["trickle", "hang"])
 def test_push_to_a_trickling_or_mute_endpoint_ends_in_time(run, bus, make_endpoint, tls_context,
-                                                           tls_files, tmp_path, scheme, mode):
+                                                           tls_files, state, scheme, mode):
     ep = make_endpoint(mode=mode, tls=tls_context if scheme == "https" else None)
     res = run(*UNIT_ARGS, "--url", ep.url(), "--timeout", T, "--ca-file", tls_files[0],
-              "--state-dir", tmp_path / "state", bus=bus)
+              "--state-dir", state, bus=bus)
     assert ep.requests, f"the endpoint never got the request: {ep.errors}\n{res}"
     assert_within(res, T)
     assert_clean(res, ok=False)
-    assert len(spool_entries(tmp_path / "state")) == 1, "the payload that timed out is spooled"
+    assert len(spool_entries(state)) == 1, "the payload that timed out is spooled"
 
 
 @pytest.mark.parametrize("mode", ["silent", "handshake-trickle"])
@@ -66,8 +66,7 @@ def test_tls_handshake_that_never_ends_is_bounded(run, bus, make_endpoint, tls_f
     assert_clean(res, ok=False)
 
 
-def test_spool_replay_and_push_share_one_deadline(run, bus, make_endpoint, tmp_path):
-    state = tmp_path / "state"
+def test_spool_replay_and_push_share_one_deadline(run, bus, make_endpoint, state):
     for _ in range(3):
         assert_clean(run(*UNIT_ARGS, "--url", refused_url(), "--state-dir", state, bus=bus), ok=False)
     assert len(spool_entries(state)) == 3
@@ -78,9 +77,8 @@ def test_spool_replay_and_push_share_one_deadline(run, bus, make_endpoint, tmp_p
     assert len(spool_entries(state)) == 4, "nothing may be lost when the replay times out"
 
 
-def test_fifo_in_the_spool_neither_blocks_nor_breaks_the_tick(run, bus, make_endpoint, tmp_path):
-    state = tmp_path / "state"
-    (state / "spool").mkdir(parents=True)
+def test_fifo_in_the_spool_neither_blocks_nor_breaks_the_tick(run, bus, make_endpoint, state):
+    (state / "spool").mkdir()
     os.mkfifo(state / "spool" / spool_name())
     ep = make_endpoint()
     res = run(*UNIT_ARGS, "--url", ep.url(), "--timeout", T, "--state-dir", state, bus=bus)
