@@ -23,7 +23,7 @@ def load(argv: list[str]) -> dict:
         return json.loads(Path(argv[0]).read_text())
     import yaml
 
-    sys.path.insert(0, str(ROOT / "roles/systemd_monitoring_dashboard/filter_plugins"))
+    sys.path.insert(0, str(ROOT / "plugins/filter"))
     import systemd_dashboard
 
     units = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[

@@ -47,17 +47,30 @@ class GrafanaStandIn:
                     return False
                 return True
 
-            def do_GET(self):
+            def stored_dashboard(self) -> str | None:
+                """The uid of /api/dashboards/uid/<uid> if the stand-in has it; else answers 401 or 404."""
                 if not self.authorised():
-                    return
+                    return None
                 uid = self.path.rsplit("/", 1)[-1]
                 if not self.path.startswith("/api/dashboards/uid/") or uid not in standin.dashboards:
                     self.answer(404, {"message": "Dashboard not found"})
+                    return None
+                return uid
+
+            def do_GET(self):
+                uid = self.stored_dashboard()
+                if uid is None:
                     return
                 stored = standin.dashboards[uid]
                 self.answer(200, {"dashboard": stored["dashboard"], "meta": {"folderUid": stored["folderUid"]}})
                 if standin.edit_after_read:
                     stored["dashboard"]["version"] += 1
+
+            def do_DELETE(self):
+                uid = self.stored_dashboard()
+                if uid is not None:
+                    del standin.dashboards[uid]
+                    self.answer(200, {"title": uid, "message": "Dashboard deleted"})
 
             def do_POST(self):
                 if not self.authorised():

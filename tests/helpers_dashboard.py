@@ -5,7 +5,7 @@ import sys
 
 from helpers import ROOT
 
-sys.path.insert(0, str(ROOT / "roles/systemd_monitoring_dashboard/filter_plugins"))
+sys.path.insert(0, str(ROOT / "plugins/filter"))
 import systemd_dashboard  # noqa: E402,F401
 
 

@@ -28,7 +28,7 @@ def apply(tmp_path: Path, grafana, units, token=TOKEN, *args: str, **extra):
     playbook = tmp_path / "import.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "Import the dashboard", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "roles": [{"role": "systemd_monitoring_dashboard"}]}]))
+        "roles": [{"role": "coilysiren.systemd_monitoring.systemd_monitoring_dashboard"}]}]))
     variables = {"systemd_monitoring_dashboard_units": units,
                  "systemd_monitoring_dashboard_path": str(tmp_path / "systemd.json"),
                  "systemd_monitoring_dashboard_grafana_url": grafana.url,
@@ -84,3 +84,23 @@ def test_a_version_mismatch_without_overwrite_fails_clearly(tmp_path, grafana):
     assert rc != 0
     assert ("HTTP 412: The dashboard has been changed by someone else (changed in Grafana since; "
             "set overwrite to replace it)") in out
+
+
+def test_state_absent_deletes_the_dashboard_and_its_file_once(tmp_path, grafana):
+    apply(tmp_path, grafana, ["a.service"])
+    assert "systemd-units" in grafana.dashboards and (tmp_path / "systemd.json").exists()
+    rc, out = apply(tmp_path, grafana, ["a.service"], TOKEN, "--check", systemd_monitoring_dashboard_state="absent")
+    assert rc == 0 and "systemd-units" in grafana.dashboards  # check mode deletes nothing
+    rc, out = apply(tmp_path, grafana, ["a.service"], systemd_monitoring_dashboard_state="absent")
+    assert rc == 0, out[-2000:]
+    assert "systemd-units" not in grafana.dashboards and not (tmp_path / "systemd.json").exists()
+    assert "changed=2" in out and TOKEN not in out
+    rc, out = apply(tmp_path, grafana, ["a.service"], systemd_monitoring_dashboard_state="absent")
+    assert rc == 0 and "changed=0" in out
+
+
+def test_a_url_without_a_token_fails_in_preflight(tmp_path, grafana):
+    rc, out = apply(tmp_path, grafana, ["a.service"], "")
+    assert rc != 0 and grafana.posts == 0
+    assert ("systemd_monitoring_dashboard_grafana_url and systemd_monitoring_dashboard_grafana_token go together "
+            "(url is set, token is empty)") in out

@@ -25,15 +25,17 @@ def victoria():
     return VictoriaMetrics(f"http://127.0.0.1:{lab_module.VM_PORT}")
 
 
-def write_inventory(directory: Path, hosts: dict[str, dict]) -> Path:
-    """An inventory of some lab hosts in the project's group, with inventory/group_vars beside it."""
+def write_inventory(directory: Path, hosts: dict[str, dict], observability: tuple[str, ...] = ()) -> Path:
+    """An inventory of some lab hosts in the project's group (and `observability` also in the
+    alerting group), with inventory/group_vars beside it."""
     (directory / "group_vars").symlink_to(ROOT / "inventory/group_vars")
     base = {"ansible_host": "127.0.0.1", "ansible_user": "root",
             "ansible_ssh_private_key_file": str(lab_module.key_path()),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
             "ansible_python_interpreter": "/usr/bin/python3"}
-    inventory = {"all": {"children": {"systemd_monitoring_hosts": {"hosts": {
-        name: {**base, **extra} for name, extra in hosts.items()}}}}}
+    inventory = {"all": {"children": {
+        "systemd_monitoring_hosts": {"hosts": {name: {**base, **extra} for name, extra in hosts.items()}},
+        "systemd_monitoring_observability": {"hosts": {name: {} for name in observability}}}}}
     path = directory / "hosts.json"
     path.write_text(json.dumps(inventory))
     return path

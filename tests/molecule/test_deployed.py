@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -132,6 +133,7 @@ def test_allowlist_change_propagates(tmp_path, victoria):
     changed = [u for u in inventory_allowlist() if u != "factorio-server.service"] + ["systemd-journald.service"]
     run = ansible_playbook(inventory, "-e", json.dumps({"systemd_monitoring_units": changed}))
     assert run.returncode == 0, run.output[-3000:]
+    assert "DEPRECATION WARNING" not in run.output, run.output[-3000:]
     assert run.recap("lab-host3")["changed"] >= 1
     allowlist = on_host("lab-host3", "grep -v '^#' /etc/systemd-heartbeat/allowlist").stdout.split()
     assert allowlist == changed
@@ -164,6 +166,40 @@ def test_state_absent_removes_everything(tmp_path):
     assert left.stdout.strip() == ""
     again = ansible_playbook(inventory, "-e", "systemd_monitoring_state=absent")
     assert again.returncode == 0 and again.recap(FRESH_HOST)["changed"] == 0
+
+
+def test_every_role_absent_removes_what_it_installed_and_starts_nothing(tmp_path):
+    """The fresh host as kai-server: heartbeat, vmalert run by the role, the dashboard
+    provisioned on the host. One converge restarts vmalert once (no reload on top); then each
+    role's state=absent removes its files, vmalert stays stopped, and a second run changes nothing."""
+    lab_module.up(1, first=int(FRESH_HOST[len("lab-host"):]))
+    vmalert = f"{lab_module.CACHE}/debian-trixie/root/usr/bin/vmalert"
+    observability = {"systemd_monitoring_alerts_vmalert_install": True,
+                     "systemd_monitoring_alerts_vmalert_binary_src": vmalert,
+                     "systemd_monitoring_alerts_vmalert_listen_address": "127.0.0.1:8884",
+                     "systemd_monitoring_dashboard_path": str(tmp_path / "systemd.json"),
+                     "systemd_monitoring_dashboard_provisioning_dir": "/var/lib/grafana-provisioning"}
+    inventory = write_inventory(tmp_path, {FRESH_HOST: {**lab_host(FRESH_HOST), **observability}},
+                                observability=(FRESH_HOST,))
+    on_host(FRESH_HOST, "mkdir -p /var/lib/grafana-provisioning")
+    installed = ansible_playbook(inventory)
+    assert installed.returncode == 0, installed.output[-3000:]
+    handlers = re.findall(r"RUNNING HANDLER \[[^:]+: (\w+ vmalert)\]", installed.output)
+    assert handlers == ["Restart vmalert"], installed.output[-3000:]
+    assert on_host(FRESH_HOST, "systemctl is-active vmalert.service").stdout.strip() == "active"
+    absent = json.dumps({"systemd_monitoring_state": "absent", "systemd_monitoring_alerts_state": "absent",
+                         "systemd_monitoring_dashboard_state": "absent"})
+    removed = ansible_playbook(inventory, "-e", absent)
+    assert removed.returncode == 0, removed.output[-3000:]
+    assert "RUNNING HANDLER" not in removed.output
+    left = on_host(FRESH_HOST, "ls -d /etc/vmalert/rules/systemd-monitoring.yml /etc/systemd/system/vmalert.service "
+                               "/var/lib/grafana-provisioning/systemd-units.json /etc/systemd-heartbeat "
+                               "/usr/local/bin/vmalert 2>/dev/null; getent passwd vmalert; "
+                               "systemctl is-active vmalert.service")
+    assert left.stdout.split() == ["inactive"] and not (tmp_path / "systemd.json").exists()
+    again = ansible_playbook(inventory, "-e", absent)
+    assert again.returncode == 0 and again.recap(FRESH_HOST)["changed"] == 0, again.output[-3000:]
+    assert on_host(FRESH_HOST, "systemctl is-active vmalert.service").stdout.strip() == "inactive"
 
 
 def test_endpoint_credentials_stay_secret(tmp_path):

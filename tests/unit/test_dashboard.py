@@ -74,7 +74,7 @@ def rendered_by_the_role(tmp_path: Path) -> dict:
         "name": "Render the dashboard", "hosts": "localhost", "connection": "local", "gather_facts": False,
         "vars": {"systemd_monitoring_dashboard_path": str(tmp_path / "systemd.json"),
                  "systemd_monitoring_dashboard_units": UNITS},
-        "roles": [{"role": "systemd_monitoring_dashboard"}]}]))
+        "roles": [{"role": "coilysiren.systemd_monitoring.systemd_monitoring_dashboard"}]}]))
     done = subprocess.run([ANSIBLE_PLAYBOOK, str(playbook)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -100,6 +100,6 @@ def test_the_committed_layout_picture_is_current():
 
 def test_ansible_doc_renders_the_grafana_module():
     done = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-M", str(ROOT / "library"),
-                           "grafana_dashboard"], capture_output=True, text=True, timeout=120)
+                           "grafana_dashboard_sync"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "folder_uid" in done.stdout and "check_mode" in done.stdout

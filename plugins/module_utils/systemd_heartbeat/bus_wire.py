@@ -97,7 +97,7 @@ def fixed_header(buffer: bytes, start: int) -> tuple[str, int, int, int]:
     kind, version = buffer[start + 1], buffer[start + 3]
     if version != 1 or not METHOD_CALL <= kind <= SIGNAL:
         raise Malformed(f"message type {kind} or protocol version {version} unknown")
-    body_length, _, fields_length = struct.unpack_from(order + "III", buffer, start + 4)
+    body_length, _serial, fields_length = struct.unpack_from(order + "III", buffer, start + 4)
     body_start = body_offset(fields_length)
     if body_start + body_length > MAX_MESSAGE:
         raise Malformed(f"message of {body_start + body_length} bytes is over the {MAX_MESSAGE}-byte limit")
@@ -122,7 +122,7 @@ def header_fields(message: bytes, order: str) -> dict:
         elif kind in ("s", "o", "g"):
             value, position = decode_value(message, position + 4, kind, order, end)
         else:  # a field from a later version of the specification: skip it, checked
-            (_, value), position = decode_value(message, position, "(yv)", order, end)
+            (_code, value), position = decode_value(message, position, "(yv)", order, end)
         if position > end:
             raise Malformed("a header field runs past the header")
         fields[code] = value

@@ -10,6 +10,7 @@ import sys
 import time
 
 from .model import Deadline, DeadlineExceeded, HeartbeatError
+from .values import is_finite
 
 DEFAULT_URL = "http://localhost:30428/opentelemetry/v1/metrics"
 DEFAULT_TIMEOUT = 10.0
@@ -80,19 +81,22 @@ VALUE_FLAGS = {"--url": "url", "--unit": "unit", "--allowlist": "allowlist", "--
                "--source": "source"}
 
 
-def parse_args(argv: list[str], environ=os.environ) -> Settings:
+class HelpRequested(Exception):
+    """-h or --help: main() prints USAGE and exits 0."""
+
+
+def parse_args(argv: list[str], environ=None) -> Settings:
     """Flags as `--flag value` or `--flag=value`; HeartbeatError names a bad one.
 
     Hand-written: argparse imports re, gettext and shutil, a fifth of a tick's CPU.
     """
-    settings = Settings(environ)
+    settings = Settings(os.environ if environ is None else environ)
     position = 0
     while position < len(argv):
         flag, has_value, value = argv[position].partition("=")
         position += 1
         if flag in ("-h", "--help") and not has_value:
-            sys.stdout.write(USAGE)
-            sys.exit(0)
+            raise HelpRequested
         if flag == "--dry-run" and not has_value:
             settings.dry_run = True
             continue
@@ -173,14 +177,14 @@ def tick(patterns: list[str], host: str, state_dir: str | None, deadline, source
 def format_value(value: float | None) -> str:
     if value is None:
         return "stale"
-    if value == value and abs(value) != float("inf") and value == int(value):
+    if is_finite(value) and value == int(value):
         return str(int(value))
     return repr(value)
 
 
 def format_sample(sample: tuple) -> str:
     """Prometheus text style: name{label="value",...} value."""
-    name, _, labels, value = sample
+    name, _kind, labels, value = sample
     text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
     line = f"{name}{{{text}}} {format_value(value)}"
     if value is None:
@@ -193,7 +197,7 @@ def escape_label(value: str) -> str:
 
 
 def say(message: str) -> None:
-    print(f"systemd-heartbeat: {message}", file=sys.stderr)
+    sys.stderr.write(f"systemd-heartbeat: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         patterns = read_patterns(args)
         endpoint = None if args.dry_run else endpoint_of(args)
         samples, snapshot, memory = tick(patterns, args.host, args.state_dir, deadline, args.source)
+    except HelpRequested:
+        sys.stdout.write(USAGE)
+        return 0
     except HeartbeatError as error:
         say(str(error))
         return 1
@@ -250,7 +257,7 @@ def deliver(args, endpoint, samples: list[tuple], snapshot, memory: dict, waitin
     if waiting:  # older payloads first, so VictoriaMetrics gets every tick in order
         from .spool import spool_replay
 
-        _, failure = spool_replay(endpoint, waiting, deadline, dropped)
+        failure = spool_replay(endpoint, waiting, deadline, dropped)[1]
     if failure is None:
         try:
             post_payload(endpoint, payload, deadline)

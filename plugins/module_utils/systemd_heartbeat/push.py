@@ -81,7 +81,7 @@ def read_authorization(path: str) -> str:
     if status.st_mode & 0o077:
         raise HeartbeatError(f"credentials {path} are readable by group or others (mode "
                              f"{status.st_mode & 0o777:04o}); make them private: chmod 600, or a systemd credential")
-    scheme, _, secret = line.partition(" ")
+    scheme, _space, secret = line.partition(" ")
     if scheme == "Bearer" and secret.strip() and secret.strip().isprintable():
         return "Bearer " + secret.strip()
     if scheme == "Basic" and ":" in secret and secret.strip().isprintable():
@@ -150,7 +150,7 @@ def resolve(name: str, port: int, deadline) -> list[tuple]:
 def connect_tcp(host: str, port: int, deadline):
     """socket.create_connection with the C module: each resolved address in turn."""
     failure: OSError = OSError(f"no address for {host!r}")
-    for family, kind, protocol, _, address in resolve(host, port, deadline):
+    for family, kind, protocol, _name, address in resolve(host, port, deadline):
         connection = _socket.socket(family, kind, protocol)
         try:
             connection.settimeout(deadline.remaining("connecting"))
@@ -218,7 +218,7 @@ def send_all(connection, data: bytes, deadline) -> None:
 
 
 def parse_answer(answer: bytes) -> tuple[int, str, str]:
-    head_bytes, _, content = answer.partition(b"\r\n\r\n")
+    head_bytes, _blank, content = answer.partition(b"\r\n\r\n")
     status_line = head_bytes.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not (parts[1].isascii() and parts[1].isdigit()):
@@ -230,9 +230,9 @@ def parse_answer(answer: bytes) -> tuple[int, str, str]:
 
 def is_complete(answer: bytes) -> bool:
     """Whether a response with a Content-Length has arrived in full (else read to EOF)."""
-    head, _, content = answer.partition(b"\r\n\r\n")
+    head, _blank, content = answer.partition(b"\r\n\r\n")
     for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
+        name, _colon, value = line.partition(b":")
         if name.strip().lower() == b"content-length" and value.strip().isdigit():
             return len(content) >= int(value)
     return False

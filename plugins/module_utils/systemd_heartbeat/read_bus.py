@@ -17,7 +17,7 @@ from .bus_wire import ERROR, Malformed, decode_body, fixed_header, header_fields
     marshal_strings, method_call, unit_path
 from .model import DeadlineExceeded, HeartbeatError
 from .units import is_glob, is_unit_name, select_units, unit_type
-from .values import parse_timestamp
+from .values import is_integer, parse_timestamp
 
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -55,17 +55,22 @@ STOPPED_PROPERTIES = {
 
 def _timers(element_types: tuple):
     def check(value) -> bool:
-        return type(value) is list and all(
-            type(item) is tuple and len(item) == 3 and all(type(v) is t for v, t in zip(item, element_types))
+        return isinstance(value, list) and all(
+            isinstance(item, tuple) and len(item) == 3
+            and all(is_integer(v) if t is int else isinstance(v, t) for v, t in zip(item, element_types))
             for item in value)
     return check
 
 
 # What each property must be (its D-Bus type as Python sees it); anything else is left out.
-_INTEGER = (lambda value: type(value) is int)
+def _is_string(value) -> bool:
+    return isinstance(value, str)
+
+
+_INTEGER = is_integer
 PROPERTY_CHECKS = {
     "NRestarts": _INTEGER, "ExecMainCode": _INTEGER, "ExecMainStatus": _INTEGER,
-    "Type": (lambda value: type(value) is str),
+    "Type": _is_string,
     "TimersMonotonic": _timers((str, int, int)), "TimersCalendar": _timers((str, str, int)),
 }
 
@@ -83,13 +88,13 @@ class BusCallError:
         self.name, self.message = name, message
 
 
-def system_bus_path(environ=os.environ) -> str:
+def system_bus_path(environ=None) -> str:
     """The socket of $DBUS_SYSTEM_BUS_ADDRESS's first unix:path= address, else the standard one."""
-    variable = environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
+    variable = (os.environ if environ is None else environ).get("DBUS_SYSTEM_BUS_ADDRESS", "")
     for address in variable.split(";"):
-        transport, _, options = address.partition(":")
+        transport, _colon, options = address.partition(":")
         for option in options.split(",") if transport == "unix" else ():
-            key, _, value = option.partition("=")
+            key, _equals, value = option.partition("=")
             if key == "path" and value:
                 return unescape_address(value, variable)
     return SYSTEM_BUS_SOCKET
@@ -140,7 +145,7 @@ class SystemBus:
             if len(self.buffer) > AUTH_LINE_MAX:
                 raise BusFailure(f"the system bus at {self.path} answered the authentication with garbage")
             return False
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        line, _crlf, self.buffer = self.buffer.partition(b"\r\n")
         if not line.startswith(b"OK "):
             raise BusFailure(f"the system bus at {self.path} refused us: {line[:80].decode('ascii', 'replace')}")
         self.greeted = True
@@ -282,10 +287,10 @@ def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> tuple[list[d
     gets = []
     for name, unit in asked.items():
         gets += property_calls(unit, paths[name], own_properties(unit_type(name)))
-    replies = bus.call_all(calls + [call for _, _, call in gets], deadline)
+    replies = bus.call_all(calls + [get[2] for get in gets], deadline)
     store_answers(gets, replies[len(calls):])
     start = replies[0][0] if not isinstance(replies[0], BusCallError) else None
-    manager_start = parse_timestamp(start) if type(start) is int else None
+    manager_start = parse_timestamp(start) if is_integer(start) else None
     loaded = listing_rows(replies[1], listing_call[2])
     warnings: list[str] = []
     rows = {row[0]: row for row in loaded}
@@ -307,7 +312,7 @@ def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> tuple[list[d
         if active_state not in ("active", "reloading"):
             gets += property_calls(unit, path, STOPPED_PROPERTIES.get(kind, ((UNIT_INTERFACE, "ActiveExitTimestamp"),)))
         units.append(unit)
-    store_answers(gets, bus.call_all([call for _, _, call in gets], deadline))
+    store_answers(gets, bus.call_all([get[2] for get in gets], deadline))
     return units, manager_start, warnings
 
 
@@ -335,7 +340,7 @@ def store_answers(gets: list[tuple], replies: list) -> None:
     """Put each Get's answer into its unit dict. An error leaves the property out (NRestarts
     before systemd 235, a unit that vanished), as systemctl show would; so does a value of
     the wrong type."""
-    for (unit, prop, _), reply in zip(gets, replies):
+    for (unit, prop, _call), reply in zip(gets, replies):
         if isinstance(reply, BusCallError):
             unit.pop(prop, None)
             continue

@@ -75,7 +75,7 @@ def wait_for(pid: int, out_fd: int, err_fd: int, deadline, what: str) -> tuple[b
             if remaining <= 0:
                 raise DeadlineExceeded(f"{what} did not finish within the {deadline.timeout:g} s timeout")
             # without a pidfd, look at the child every 50 ms
-            for fd, _ in poller.poll(1000 * (remaining if exit_fd is not None else min(remaining, 0.05))):
+            for fd, _events in poller.poll(1000 * (remaining if exit_fd is not None else min(remaining, 0.05))):
                 if fd in open_fds:
                     data = os.read(fd, 1 << 16)
                     size += len(data)
@@ -201,7 +201,7 @@ def calendar_periods(expressions: list[str], deadline, run=run_command) -> dict[
     text = run(["systemd-analyze", "calendar", "--iterations=2", "--", *expressions], deadline)
     periods, elapses = {}, []
     for line in text.splitlines() + [""]:
-        label, _, value = line.strip().partition(": ")
+        label, _colon, value = line.strip().partition(": ")
         # systemd < 257 labels the second one "Iter. #2", 257 "Iteration #2"
         if label in ("Next elapse", "Iter. #2", "Iteration #2"):
             elapses.append(parse_timestamp(value))

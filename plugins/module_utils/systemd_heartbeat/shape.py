@@ -196,7 +196,7 @@ def staleness_markers(memory: dict, samples: list[tuple]) -> list[tuple]:
     """A marker for every series pushed last time and absent now (e.g. the old sub_state).
     Call it last, on every sample of the push: a series never gets a marker and a value at
     the same timestamp, nor two markers."""
-    current = {(name, labels) for name, _, labels, _ in samples}
+    current = {(sample[0], sample[2]) for sample in samples}
     markers = []
     for name, kind, labels in memory.get("series", ()):
         if (name, labels) not in current:

@@ -34,7 +34,7 @@ class Spooled:
 def warn(message: str) -> None:
     import sys
 
-    print(f"systemd-heartbeat: warning: {message}", file=sys.stderr)
+    sys.stderr.write(f"systemd-heartbeat: warning: {message}\n")
 
 
 def spool_files(state_dir: str | None) -> list[Spooled]:
@@ -67,8 +67,12 @@ def spool_files(state_dir: str | None) -> list[Spooled]:
     if foreign:
         shown = ", ".join(repr(name[:60]) for name in sorted(foreign)[:5])
         warn(f"skipping {len(foreign)} entries in {directory} that are not spooled payloads: {shown}")
-    files.sort(key=lambda spooled: spooled.time_ns)
+    files.sort(key=stamp_of)
     return files
+
+
+def stamp_of(spooled: Spooled) -> int:
+    return spooled.time_ns
 
 
 def spool_write(state_dir: str, payload: bytes, time_ns: int) -> Spooled:

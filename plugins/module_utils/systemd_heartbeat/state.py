@@ -10,6 +10,8 @@ import os
 import struct
 import zlib
 
+from .values import is_finite
+
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
 # The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
 # CRC-32 of the rest: marshal trusts the lengths it reads, and a corrupt one could make it
@@ -87,31 +89,29 @@ def load_memory(state_dir: str | None) -> dict:
     return well_formed(memory)
 
 
-def _is_number(value) -> bool:
-    return type(value) in (int, float) and value == value and abs(value) != float("inf")
+def _is_pair(pair) -> bool:
+    return isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str)
 
 
 def _is_series(entry) -> bool:
     """(name, kind, labels): labels a tuple of (key, value) string pairs."""
-    return (type(entry) is tuple and len(entry) == 3 and type(entry[0]) is str and entry[1] in ("gauge", "counter")
-            and type(entry[2]) is tuple
-            and all(type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str
-                    for pair in entry[2]))
+    return (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], str)
+            and entry[1] in ("gauge", "counter") and isinstance(entry[2], tuple) and all(map(_is_pair, entry[2])))
 
 
 def well_formed(memory) -> dict:
     """Only what has the expected type, entry by entry: a bad entry costs itself, not the rest."""
-    if type(memory) is not dict:
+    if not isinstance(memory, dict):
         memory = {}
     series = memory.get("series")
-    checked = {"series": [entry for entry in series if _is_series(entry)] if type(series) in (list, tuple) else []}
+    checked = {"series": [entry for entry in series if _is_series(entry)] if isinstance(series, (list, tuple)) else []}
     for key in ("intervals", "calendar"):
         table = memory.get(key)
-        checked[key] = {k: v for k, v in table.items() if type(k) is str and _is_number(v) and v > 0} \
-            if type(table) is dict else {}
+        checked[key] = {k: v for k, v in table.items() if isinstance(k, str) and is_finite(v) and v > 0} \
+            if isinstance(table, dict) else {}
     dropped = memory.get("spool_dropped")
-    checked["spool_dropped"] = {k: int(v) for k, v in dropped.items() if type(k) is str and _is_number(v) and v >= 0} \
-        if type(dropped) is dict else {}
+    checked["spool_dropped"] = {k: int(v) for k, v in dropped.items() if isinstance(k, str) and is_finite(v) and v >= 0} \
+        if isinstance(dropped, dict) else {}
     return checked
 
 
@@ -126,9 +126,9 @@ def load_legacy_memory(state_dir: str) -> dict:
         memory = json.loads(data)
     except ValueError:
         return {}
-    if type(memory) is dict and type(memory.get("series")) is list:  # JSON has lists, not tuples
-        memory["series"] = [(e[0], e[1], tuple(tuple(p) if type(p) is list else p for p in e[2]))
-                            for e in memory["series"] if type(e) is list and len(e) == 3 and type(e[2]) is list]
+    if isinstance(memory, dict) and isinstance(memory.get("series"), list):  # JSON has lists, not tuples
+        memory["series"] = [(e[0], e[1], tuple(tuple(p) if isinstance(p, list) else p for p in e[2]))
+                            for e in memory["series"] if isinstance(e, list) and len(e) == 3 and isinstance(e[2], list)]
     return memory
 
 
@@ -136,7 +136,7 @@ def pushed_memory(samples: list[tuple], calendar: dict, spool_dropped: dict) -> 
     """What to remember of a push: its series (not its staleness markers), timer intervals,
     calendar periods and the drop counts."""
     return {"series": [(name, kind, labels) for name, kind, labels, value in samples if value is not None],
-            "intervals": {dict(labels)["unit"]: value for name, _, labels, value in samples
+            "intervals": {dict(labels)["unit"]: value for name, _kind, labels, value in samples
                           if name == "systemd_timer_interval_seconds"},
             "calendar": calendar, "spool_dropped": spool_dropped}
 

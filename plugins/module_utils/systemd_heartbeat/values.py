@@ -3,6 +3,16 @@
 prints them (LC_ALL=C TZ=UTC text). Every parser takes both, and anything else (a wrong type
 from a misbehaving bus, garbage text) as unknown: None, never an exception."""
 
+def is_integer(value) -> bool:
+    """An int as D-Bus decodes one (a bool is an int to Python, but not a number here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite(value) -> bool:
+    """A real number, not nan or an infinity (x - x is 0 only for those; math costs an import)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value - value == 0
+
+
 # systemd's "never" on D-Bus: 0, or USEC_INFINITY (all ones)
 USEC_NEVER = 2 ** 64 - 1
 YEAR_MAX = 9999  # datetime's range; systemd prints nothing later
@@ -15,7 +25,7 @@ def parse_timestamp(value) -> float | None:
     systemd 249 prints these human-readable whatever --timestamp says (LastTriggerUSec and
     NextElapseUSecRealtime ignore it even on 252), so one parser serves every version.
     """
-    if type(value) is int:
+    if is_integer(value):
         return value / 1e6 if 0 < value < USEC_NEVER else None
     if not isinstance(value, str):
         return None
@@ -48,7 +58,7 @@ TIMESPAN_UNITS = {
 
 def parse_timespan(value) -> float | None:
     """systemd's '1d 2h 3min 4.5s' / '30s' / '500ms', or D-Bus's µs -> seconds; else None."""
-    if type(value) is int:
+    if is_integer(value):
         return value / 1e6 if 0 <= value < USEC_NEVER else None
     if not isinstance(value, str):
         return None
@@ -65,7 +75,7 @@ def parse_timespan(value) -> float | None:
             total += float(digits) * TIMESPAN_UNITS[unit]
         except ValueError:
             return None
-    return total if total == total and total != float("inf") else None
+    return total if is_finite(total) else None
 
 
 def parse_timer_settings(entries) -> list[tuple[str, object]]:
@@ -90,7 +100,7 @@ def parse_timer_settings(entries) -> list[tuple[str, object]]:
 
 def as_int(value) -> int | None:
     """An integer property (D-Bus's int, systemctl's decimal text), else None."""
-    if type(value) is int:
+    if is_integer(value):
         return value
     if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
         return int(value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: grafana_dashboard
+module: grafana_dashboard_sync
 short_description: Import a dashboard into Grafana through its HTTP API, idempotently
 version_added: "0.1.0"
 description:
@@ -14,8 +14,11 @@ description:
     with the one given, ignoring the fields Grafana manages (C(id), C(version)). Only when they differ, or
     the folder differs, does it import (C(POST /api/dashboards/db) with the folder, C(overwrite) and a message).
   - The token is never logged or returned.
+  - C(changed) is C(true) exactly when the dashboard (or its folder) in Grafana differs from the one given,
+    that is when an import happens (or, in check mode, would happen).
+  - Runs wherever the task runs (usually the controller, C(delegate_to=localhost)); it needs Python >= 3.10 there.
 author:
-  - systemd-monitoring maintainers
+  - Kai Siren (@coilysiren)
 options:
   url:
     description: Grafana's base URL, e.g. C(http://localhost:3000).
@@ -26,9 +29,20 @@ options:
     type: str
     required: true
   dashboard:
-    description: The dashboard model (must carry a C(uid)).
+    description:
+      - The dashboard model (must carry a C(uid)). Required with I(state=present); with I(state=absent) only
+        its C(uid) is used.
     type: dict
-    required: true
+  uid:
+    description: With I(state=absent), the uid of the dashboard to delete (else taken from I(dashboard)).
+    type: str
+  state:
+    description:
+      - C(present) imports the dashboard when it differs; C(absent) deletes it from Grafana when it is there
+        (C(DELETE /api/dashboards/uid/<uid>)).
+    type: str
+    choices: [present, absent]
+    default: present
   folder_uid:
     description: The folder to keep the dashboard in; empty for the General folder. Always sent, so an update never moves it.
     type: str
@@ -60,7 +74,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Import the systemd dashboard
-  grafana_dashboard:
+  coilysiren.systemd_monitoring.grafana_dashboard_sync:
     url: http://localhost:3000
     token: "{{ vault_grafana_token }}"
     dashboard: "{{ lookup('ansible.builtin.file', 'deploy/observability/grafana/systemd.json') | from_json }}"
@@ -126,25 +140,45 @@ def fail(module: AnsibleModule, what: str, status: int, payload: dict, info: dic
                      status=status)
 
 
+def remove(module: AnsibleModule, uid: str, status: int, current: dict, info: dict) -> None:
+    """Delete the dashboard if Grafana has it (status is the answer to reading it)."""
+    if status == 404:
+        module.exit_json(changed=False, uid=uid, diff={"before": "", "after": ""})
+    if status != 200:
+        fail(module, f"reading dashboard {uid}", status, current, info)
+    diff = {"before": json.dumps(comparable(current.get("dashboard", {})), indent=2, sort_keys=True) + "\n",
+            "after": ""}
+    if not module.check_mode:
+        status, answer, info = request(module, "DELETE", f"/api/dashboards/uid/{uid}")
+        if status != 200:
+            fail(module, f"deleting dashboard {uid}", status, answer, info)
+    module.exit_json(changed=True, uid=uid, diff=diff)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "url": {"type": "str", "required": True},
             "token": {"type": "str", "required": True, "no_log": True},
-            "dashboard": {"type": "dict", "required": True},
+            "dashboard": {"type": "dict"},
+            "uid": {"type": "str"},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "folder_uid": {"type": "str", "default": ""},
             "message": {"type": "str", "default": "Imported by systemd-monitoring"},
             "overwrite": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
             "validate_certs": {"type": "bool", "default": True},
         },
+        required_if=[("state", "present", ("dashboard",)), ("state", "absent", ("dashboard", "uid"), True)],
         supports_check_mode=True,
     )
-    wanted = module.params["dashboard"]
-    uid = wanted.get("uid")
+    wanted = module.params["dashboard"] or {}
+    uid = module.params["uid"] or wanted.get("uid")
     if not uid:
         module.fail_json(msg="dashboard: the model has no uid; give it one so imports update it in place")
     status, current, info = request(module, "GET", f"/api/dashboards/uid/{uid}")
+    if module.params["state"] == "absent":
+        remove(module, uid, status, current, info)
     if status == 404:
         before, folder, version = None, None, None
     elif status == 200:

@@ -1,0 +1,1 @@
+../plugins/modules/grafana_dashboard_sync.py
