@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_http_error_names_url_status_and_message(fake_systemctl, server):
         Recorder.status, Recorder.message = 204, b""
     assert done.returncode == 1
     assert done.stderr == (f"systemd-heartbeat: push to {url_of(server)} failed: HTTP 400 Bad Request: "
-                           "cannot parse OpenTelemetry request: bad data (payload dropped)\n")
+                           "cannot parse OpenTelemetry request: bad data (payload dropped, reason: rejected)\n")
 
 
 def test_unreachable_endpoint(fake_systemctl):
@@ -239,11 +240,12 @@ def test_spool_caps_drop_the_oldest_and_count_it(fake_systemctl, tmp_path):
 def test_a_corrupt_spool_file_is_skipped_with_a_warning(fake_systemctl, server, tmp_path):
     state = tmp_path / "state"
     (state / "spool").mkdir(parents=True)
-    (state / "spool" / "00000000000000000001.otlp.gz").write_bytes(b"garbage")
+    name = f"{time.time_ns():020d}.otlp.gz"
+    (state / "spool" / name).write_bytes(b"garbage")
     done = run_heartbeat(fake_systemctl, "--state-dir", str(state), "--url", url_of(server))
     assert done.returncode == 0
-    assert ("warning: dropped spooled payload 00000000000000000001.otlp.gz (unreadable): not a gzip file"
-            in done.stderr)
+    assert (f"warning: dropped spooled payload {name} (reason: unreadable): not a whole gzip file of an OTLP "
+            "request") in done.stderr
     assert len(Recorder.bodies) == 1 and list((state / "spool").iterdir()) == []
 
 

@@ -3,6 +3,8 @@
 needs: marshalling its method calls (always little-endian), and checking, then decoding, what
 the bus sends back in either byte order. Nothing here trusts a length, an offset or a
 signature it read: every one is checked against the message, and a violation is Malformed."""
+from __future__ import annotations
+
 import struct
 
 from .model import HeartbeatError

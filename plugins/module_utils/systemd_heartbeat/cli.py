@@ -5,6 +5,8 @@ Interpreter start-up is most of a tick's cost (bench/, BENCHMARKS.md). So: no ar
 subprocess, socket or collections (each drags in re, enum, selectors, threading...); the
 stages a tick may not need (systemctl, the spool, https) are imported where they are used.
 """
+from __future__ import annotations
+
 import os
 import sys
 import time
@@ -255,8 +257,9 @@ def deliver(args, endpoint, samples: list[tuple], snapshot, memory: dict, waitin
     payload = gzip(encode_request(samples, {"host": args.host}, time_ns))
     failure = rejected = None
     if waiting:  # older payloads first, so VictoriaMetrics gets every tick in order
-        from .spool import spool_replay
+        from .spool import spool_expire, spool_replay
 
+        waiting = spool_expire(waiting, args.spool_max_age, snapshot.wall, dropped)
         failure = spool_replay(endpoint, waiting, deadline, dropped)[1]
     if failure is None:
         try:
@@ -278,7 +281,7 @@ def deliver(args, endpoint, samples: list[tuple], snapshot, memory: dict, waitin
     except OSError as error:
         say(f"warning: cannot record the push in {args.state_dir}: {error.strerror}")
     if rejected:
-        return fail(f"{rejected} (payload dropped)")
+        return fail(f"{rejected} (payload dropped, reason: rejected)")
     return 1 if failure is not None else 0
 
 

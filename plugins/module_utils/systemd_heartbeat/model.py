@@ -8,6 +8,8 @@
     Sample    (metric name, kind "gauge" | "counter", labels: tuple of (key, value), value:
               float, or None for a staleness marker)            (shape -> otlp, state, cli)
 """
+from __future__ import annotations
+
 import time
 
 

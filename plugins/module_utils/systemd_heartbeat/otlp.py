@@ -2,6 +2,8 @@
 """The encode stage: Samples -> an OTLP/HTTP ExportMetricsServiceRequest, protobuf written by
 hand (opentelemetry/proto/metrics/v1/metrics.proto), then gzipped. Every function writes one
 message and says which; tests decode the result with the official opentelemetry-proto."""
+from __future__ import annotations
+
 import struct
 import zlib
 

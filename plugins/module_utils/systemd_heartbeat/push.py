@@ -7,6 +7,8 @@ Plain http is written straight to a socket, https through the ssl module on the 
 Every blocking step (DNS, connect, TLS handshake, each write and read) gets only what is left
 of the tick's Deadline, so an endpoint that trickles its answer cannot stretch a tick.
 """
+from __future__ import annotations
+
 import _socket
 import os
 

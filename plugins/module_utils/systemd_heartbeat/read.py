@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: MIT
 """The read stage: a Snapshot of the allowlisted and failed units, over the D-Bus system
 bus when it can be used, else through systemctl, within the tick's one Deadline."""
+from __future__ import annotations
+
 import time
 
 from .model import Snapshot

@@ -9,6 +9,8 @@ may read unit state on the system bus. Every wait is bounded by the tick's Deadl
 replies to this connection's own calls are decoded (anything else is skipped by its header);
 a reply of the wrong shape is refused, not guessed at.
 """
+from __future__ import annotations
+
 import _socket
 import os
 import struct

@@ -4,6 +4,8 @@ the number of units (the fallback when the system bus cannot be used), and
 `systemd-analyze calendar` for the period of calendar timers. Each child runs in its own
 process group under the tick's Deadline, its exit included: at the deadline the whole group
 is killed, so a child that closes its output and keeps running cannot hold the tick."""
+from __future__ import annotations
+
 import os
 import select
 import time

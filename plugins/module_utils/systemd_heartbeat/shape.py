@@ -16,6 +16,8 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed,
   systemd_heartbeat_spooled_payloads, systemd_heartbeat_spool_dropped_total{reason}
 """
+from __future__ import annotations
+
 from .model import Snapshot
 from .units import unique, unit_type
 from .values import as_int, parse_timer_settings, parse_timespan, parse_timestamp
@@ -197,9 +199,14 @@ def staleness_markers(memory: dict, samples: list[tuple]) -> list[tuple]:
     Call it last, on every sample of the push: a series never gets a marker and a value at
     the same timestamp, nor two markers."""
     current = {(sample[0], sample[2]) for sample in samples}
+    unordered = None  # the same series with its labels in another order (an older version, a crafted file)
     markers = []
     for name, kind, labels in memory.get("series", ()):
-        if (name, labels) not in current:
-            current.add((name, labels))
+        if (name, labels) in current:
+            continue
+        if unordered is None:  # built only on a tick where some series ended: most ticks skip it
+            unordered = {(sample[0], frozenset(sample[2])) for sample in samples}
+        if (name, frozenset(labels)) not in unordered:
+            unordered.add((name, frozenset(labels)))
             markers.append((name, kind, labels, None))
     return markers

@@ -7,6 +7,8 @@ when it cannot be read as one of ours, or by the caps on age and size; each drop
 reason (systemd_heartbeat_spool_dropped_total{reason}) and logged. Only regular files with
 strictly numeric ASCII names are ours: anything else in the directory is skipped with a warning.
 """
+from __future__ import annotations
+
 import os
 
 from .model import DeadlineExceeded
@@ -93,7 +95,32 @@ def drop(spooled: Spooled, reason: str, why: str, dropped: dict) -> None:
     except OSError:
         return
     dropped[reason] = dropped.get(reason, 0) + 1
-    warn(f"dropped spooled payload {os.path.basename(spooled.path)} ({reason}): {why}")
+    warn(f"dropped spooled payload {os.path.basename(spooled.path)} (reason: {reason}): {why}")
+
+
+def spool_expire(waiting: list[Spooled], max_age: float, now: float, dropped: dict) -> list[Spooled]:
+    """Drop the payloads past max_age before they are replayed; the ones still fresh."""
+    fresh = []
+    for spooled in waiting:
+        if now - spooled.time_ns / 1e9 > max_age:
+            drop(spooled, "max_age", f"older than {max_age:g} s", dropped)
+        else:
+            fresh.append(spooled)
+    return fresh
+
+
+def is_spooled_payload(payload: bytes) -> bool:
+    """One of ours: a complete gzip stream (a truncated file would be sent and refused, or
+    half-accepted) of an OTLP request (its first byte is the tag of resource_metrics, field 1,
+    length-delimited). Bounded: a payload of ours inflates to about 20 times its size."""
+    import zlib
+
+    try:
+        inflater = zlib.decompressobj(31)
+        content = inflater.decompress(payload, 64 * len(payload) + 65536)
+    except zlib.error:
+        return False
+    return inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data and content[:1] == b"\x0a"
 
 
 def spool_trim(files: list[Spooled], max_bytes: float, max_age: float, now: float, dropped: dict) -> None:
@@ -117,8 +144,8 @@ def spool_replay(endpoint, waiting: list[Spooled], deadline, dropped: dict) -> t
     for spooled in waiting:
         try:
             payload = read_regular_file(spooled.path)
-            if not payload.startswith(b"\x1f\x8b"):
-                raise OSError(0, "not a gzip file")
+            if not is_spooled_payload(payload):
+                raise OSError(0, "not a whole gzip file of an OTLP request")
         except OSError as error:
             drop(spooled, "unreadable", error.strerror or str(error), dropped)
             continue

@@ -6,6 +6,8 @@ Nothing in the directory is trusted: a file is read only if it is a regular file
 through a symlink, never a FIFO that would block), every value is checked for its type
 before use, and files are written under a fresh name created exclusively, then renamed.
 """
+from __future__ import annotations
+
 import os
 import struct
 import zlib
@@ -81,12 +83,34 @@ def load_memory(state_dir: str | None) -> dict:
     try:
         data = read_regular_file(os.path.join(state_dir, MEMORY_FILE))
         checked = len(data) >= 4 and struct.unpack_from("<I", data)[0] == zlib.crc32(data[4:])
-        memory = marshal.loads(data[4:]) if checked else {}
+        memory = loads_bounded(marshal.loads, data[4:]) if checked else {}
     except FileNotFoundError:
         memory = load_legacy_memory(state_dir)
     except (OSError, EOFError, ValueError, TypeError, MemoryError):
         memory = {}
     return well_formed(memory)
+
+
+def loads_bounded(loads, data: bytes):
+    """marshal.loads, with what it may allocate capped. marshal trusts the element counts it
+    reads, and a crafted file (the CRC only guards against corruption) can ask for a list of
+    2**31 elements: seconds of allocating and freeing. Under a cap on the address space (what
+    the process maps now, plus room for the data) that is a MemoryError at once."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm", "rb") as handle:
+        mapped = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    cap = mapped + (64 << 20) + 64 * len(data)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        return loads(data)  # already as tight
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        return loads(data)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _is_pair(pair) -> bool:

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: MIT
 """The allowlist: unit names and globs, validated before anything reads them, and the choice
 of which units a tick reports (allowlisted names, glob matches, then every failed unit)."""
+from __future__ import annotations
+
 from .model import HeartbeatError
 
 # Unit types systemd knows; a name without one of these suffixes gets ".service", as systemctl does.

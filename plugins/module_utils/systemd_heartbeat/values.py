@@ -2,6 +2,8 @@
 """systemd's value formats, as D-Bus sends them (µs integers, structs) and as systemctl
 prints them (LC_ALL=C TZ=UTC text). Every parser takes both, and anything else (a wrong type
 from a misbehaving bus, garbage text) as unknown: None, never an exception."""
+from __future__ import annotations
+
 
 def is_integer(value) -> bool:
     """An int as D-Bus decodes one (a bool is an int to Python, but not a number here)."""
