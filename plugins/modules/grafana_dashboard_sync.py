@@ -47,8 +47,8 @@ options:
     description: The folder to keep the dashboard in; empty for the General folder. Always sent, so an update never moves it.
     type: str
     default: ""
-  message:
-    description: The version message Grafana records.
+  version_message:
+    description: The version message Grafana records. (C(message) is a name Ansible reserves.)
     type: str
     default: Imported by systemd-monitoring
   overwrite:
@@ -65,9 +65,11 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details: Reads the current dashboard and reports whether it would change; imports nothing.
   diff_mode:
+    description: Returns details on what has changed (or would change, in check mode).
     support: full
     details: The diff shows the dashboard JSON before and after.
 """
@@ -79,7 +81,7 @@ EXAMPLES = r"""
     token: "{{ vault_grafana_token }}"
     dashboard: "{{ lookup('ansible.builtin.file', 'deploy/observability/grafana/systemd.json') | from_json }}"
     folder_uid: infrastructure
-    message: systemd-monitoring, allowlist changed
+    version_message: systemd-monitoring, allowlist changed
 """
 
 RETURN = r"""
@@ -164,7 +166,7 @@ def main() -> None:
             "uid": {"type": "str"},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "folder_uid": {"type": "str", "default": ""},
-            "message": {"type": "str", "default": "Imported by systemd-monitoring"},
+            "version_message": {"type": "str", "default": "Imported by systemd-monitoring"},
             "overwrite": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
             "validate_certs": {"type": "bool", "default": True},
@@ -195,7 +197,7 @@ def main() -> None:
     body = {"dashboard": dict(comparable(wanted), id=before.get("id") if before else None,
                               version=version if version is not None else 0),
             "folderUid": module.params["folder_uid"], "overwrite": module.params["overwrite"],
-            "message": module.params["message"]}
+            "message": module.params["version_message"]}
     status, answer, info = request(module, "POST", "/api/dashboards/db", body)
     if status != 200:
         fail(module, f"importing dashboard {uid}", status, answer, info)

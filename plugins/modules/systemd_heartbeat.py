@@ -76,9 +76,11 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return what it would do without pushing.
     support: full
     details: In check mode the module collects and reports but pushes nothing.
   diff_mode:
+    description: Would return details on what changed; it changes nothing.
     support: none
 requirements:
   - Python >= 3.10 on the target (the heartbeat's floor; kai-server runs Ubuntu 22.04).
