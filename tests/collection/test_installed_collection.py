@@ -115,10 +115,10 @@ def outside(installed, tmp_path_factory):
   hosts: all
   become: true
   vars:
-    systemd_monitoring_units: [ssh.service, cron.service, "*.timer"]
+    systemd_monitoring_units: [ssh.service, systemd-journald.service, "*.timer"]
+    systemd_monitoring_alerts_vmalert_install: true
     systemd_monitoring_alerts_vmalert_binary_src: {vmalert}
-    systemd_monitoring_alerts_vmalert_binary: /usr/local/bin/vmalert-outside
-    systemd_monitoring_alerts_rules_path: /etc/vmalert-outside/systemd-monitoring.yml
+    systemd_monitoring_alerts_vmalert_listen_address: 127.0.0.1:8885
     systemd_monitoring_dashboard_path: "{{{{ playbook_dir }}}}/dashboards/systemd.json"
   roles:
     - role: coilysiren.systemd_monitoring.systemd_monitoring
@@ -153,6 +153,7 @@ def test_a_playbook_outside_the_repository_converges_then_check_and_rerun_change
     assert "['ssh.service'] via dbus" in done.stdout
     assert "DEPRECATION WARNING" not in done.stdout + done.stderr
     assert lab_module.ssh(HOST, "systemctl start systemd-heartbeat.service").returncode == 0
+    assert lab_module.ssh(HOST, "systemctl is-active vmalert.service").stdout.strip() == "active"
     checked, recap = playbook(outside, "--check", "--diff")
     assert checked.returncode == 0 and recap["changed"] == 0, (checked.stdout + checked.stderr)[-4000:]
     again, recap = playbook(outside)
