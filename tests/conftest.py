@@ -8,6 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the clone as the collection (scripts/bootstrap links it there): tests import its plugins by
+# their collection names, as Ansible and ansible-test units do
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / ".venv/collections"))
 
 from helpers import load_heartbeat  # noqa: E402
 

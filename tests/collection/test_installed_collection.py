@@ -65,7 +65,8 @@ def test_the_artifact_holds_the_roles_modules_and_package_and_nothing_points_out
     for name in ("roles/systemd_monitoring/tasks/main.yml", "roles/systemd_monitoring_alerts/tasks/main.yml",
                  "roles/systemd_monitoring_dashboard/tasks/main.yml", "plugins/modules/systemd_heartbeat.py",
                  "plugins/modules/grafana_dashboard_sync.py", "plugins/filter/systemd_dashboard.py",
-                 "plugins/module_utils/systemd_heartbeat/cli.py", "meta/runtime.yml", "tests/config.yml"):
+                 "plugins/module_utils/systemd_heartbeat/cli.py", "meta/runtime.yml", "tests/config.yml",
+                 "tests/unit/plugins/modules/test_systemd_heartbeat.py", "tests/fixtures/systemd-252/show.txt"):
         assert files.get(name) == "file", name
     assert not [name for name in files if name.startswith(("lab/", "bench/", "molecule/", "library/", ".venv"))]
     links = [path for path in installed.rglob("*") if path.is_symlink()]
@@ -77,20 +78,38 @@ def test_it_installs_from_the_git_repository_too(installed, tmp_path):
     assert sorted(contents(from_git)) == sorted(contents(installed))
 
 
-def test_ansible_test_sanity_passes(installed, tmp_path):
-    """ansible-core's checker on the installed collection, in its own copy (it writes there)."""
+@pytest.fixture(scope="module")
+def checkout(installed, tmp_path_factory) -> Path:
+    """The installed collection copied where ansible-test wants it (.../ansible_collections/
+    NAMESPACE/NAME, a git repository); ansible-test writes there."""
     GET_PIP.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "scripts/ansible-test-get-pip.py", GET_PIP)
-    copy = tmp_path / "ansible_collections/coilysiren/systemd_monitoring"
+    copy = tmp_path_factory.mktemp("ansible-test") / "ansible_collections/coilysiren/systemd_monitoring"
     shutil.copytree(installed, copy)
     (copy / ".gitignore").write_text("tests/output/\n")  # its virtual environments are not ours to check
     for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm",
                                                  "installed"]):
         subprocess.run(["git", *argv], cwd=copy, check=True)
+    return copy
+
+
+def ansible_test(checkout: Path, command: str) -> subprocess.CompletedProcess:
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    done = run([BIN / "ansible-test", "sanity", "--venv", "--python", python], cwd=copy, timeout=1800)
+    done = run([BIN / "ansible-test", command, "--venv", "--python", python], cwd=checkout, timeout=1800)
     failures = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("ERROR", "FATAL"))]
-    assert done.returncode == 0, "\n".join(failures[-40:])
+    assert done.returncode == 0, "\n".join(failures[-40:]) or (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+def test_ansible_test_sanity_passes(checkout):
+    """ansible-core's checker: documentation against argument specs, imports, pylint, pep8..."""
+    ansible_test(checkout, "sanity")
+
+
+def test_ansible_test_units_pass(checkout):
+    """The modules' unit tests that ship in the collection, run by ansible-test."""
+    done = ansible_test(checkout, "units")
+    assert re.search(r"\b[1-9]\d* passed", done.stdout), done.stdout[-2000:]
 
 
 @pytest.fixture(scope="module")
