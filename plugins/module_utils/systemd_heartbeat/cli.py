@@ -19,7 +19,7 @@ DEFAULT_TIMEOUT = 10.0
 TIMEOUT_MAX = 3600.0
 # What the deadline does not cover: starting the interpreter before it is set, writing the
 # state file and exiting after it. RELIABILITY.md states it; tests/adversary measures it.
-DEADLINE_SLACK = 1.0
+DEADLINE_SLACK = 1.5
 
 USAGE = """usage: systemd-heartbeat [--url URL] [--unit NAME]... [--allowlist FILE] [--host NAME]
                          [--timeout SECONDS] [--state-dir DIR] [--spool-max-bytes N]
