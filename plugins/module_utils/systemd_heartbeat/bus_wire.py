@@ -3,8 +3,6 @@
 needs: marshalling its method calls (always little-endian), and checking, then decoding, what
 the bus sends back in either byte order. Nothing here trusts a length, an offset or a
 signature it read: every one is checked against the message, and a violation is Malformed."""
-from __future__ import annotations
-
 import struct
 
 from .model import HeartbeatError
@@ -15,8 +13,20 @@ MAX_DEPTH = 32  # ... and on nested arrays, structs (each) and variants
 METHOD_CALL, METHOD_RETURN, ERROR, SIGNAL = 1, 2, 3, 4
 # header field code -> the one type the specification allows for it
 FIELD_TYPES = {1: "o", 2: "s", 3: "s", 4: "s", 5: "u", 6: "s", 7: "s", 8: "g", 9: "u"}
+FIELD_CODES = {code: ord(kind) for code, kind in FIELD_TYPES.items()}
 BYTE_ORDERS = {0x6C: "<", 0x42: ">"}  # 'l' little-endian, 'B' big-endian
 BASIC_TYPES = frozenset("ybnqiuxtdsogh")
+# struct format and size of the fixed-size types; alignment of every type
+_FIXED = {"y": ("B", 1), "b": ("I", 4), "n": ("h", 2), "q": ("H", 2), "i": ("i", 4),
+          "u": ("I", 4), "h": ("I", 4), "x": ("q", 8), "t": ("Q", 8), "d": ("d", 8)}
+_ALIGNMENT = {"y": 1, "g": 1, "v": 1, "n": 2, "q": 2, "b": 4, "i": 4, "u": 4, "h": 4, "s": 4,
+              "o": 4, "a": 4, "x": 8, "t": 8, "d": 8, "(": 8, "{": 8}
+# readers compiled once per byte order: building a format string at every read costs more
+# than the read (this runs for every value of every reply)
+_READERS = {order: {code: (struct.Struct(order + fmt).unpack_from, size) for code, (fmt, size) in _FIXED.items()}
+            for order in BYTE_ORDERS.values()}
+_UINT32 = {order: readers["u"][0] for order, readers in _READERS.items()}
+_HEADER = {order: struct.Struct(order + "III").unpack_from for order in BYTE_ORDERS.values()}
 
 
 class Malformed(HeartbeatError):
@@ -99,7 +109,7 @@ def fixed_header(buffer: bytes, start: int) -> tuple[str, int, int, int]:
     kind, version = buffer[start + 1], buffer[start + 3]
     if version != 1 or not METHOD_CALL <= kind <= SIGNAL:
         raise Malformed(f"message type {kind} or protocol version {version} unknown")
-    body_length, _serial, fields_length = struct.unpack_from(order + "III", buffer, start + 4)
+    body_length, _serial, fields_length = _HEADER[order](buffer, start + 4)
     body_start = body_offset(fields_length)
     if body_start + body_length > MAX_MESSAGE:
         raise Malformed(f"message of {body_start + body_length} bytes is over the {MAX_MESSAGE}-byte limit")
@@ -108,21 +118,32 @@ def fixed_header(buffer: bytes, start: int) -> tuple[str, int, int, int]:
 
 def header_fields(message: bytes, order: str) -> dict:
     """{code: value} of a message's header fields, each of the type its code requires.
-    The usual one-character variants are read directly: this runs for every message."""
-    end = 16 + struct.unpack_from(order + "I", message, 12)[0]
+    The one-character variants every known field uses are read inline: this runs for every
+    message, and the generic decoder costs several times more."""
+    uint32 = _UINT32[order]
+    end = 16 + uint32(message, 12)[0]
     if end > len(message):
         raise Malformed("header fields past the end of the message")
     position, fields = 16, {}
     while position < end:
         code = message[position]
         # the variant's signature: one character for every field the specification knows
-        kind = chr(message[position + 2]) if message[position + 1] == 1 and message[position + 3] == 0 else ""
-        if code in FIELD_TYPES and kind != FIELD_TYPES[code]:
+        kind = message[position + 2] if message[position + 1] == 1 and message[position + 3] == 0 else 0
+        expected = FIELD_CODES.get(code)
+        if expected is not None and kind != expected:
             raise Malformed(f"header field {code} is not of type {FIELD_TYPES[code]!r}")
-        if kind == "u":
-            value, position = struct.unpack_from(order + "I", message, position + 4)[0], position + 8
-        elif kind in ("s", "o", "g"):
-            value, position = decode_value(message, position + 4, kind, order, end)
+        if kind == 0x75:  # u, 4-aligned at +4
+            value, position = uint32(message, position + 4)[0], position + 8
+        elif kind in (0x73, 0x6F):  # s, o: length at +4, then the text and its NUL
+            stop = position + 8 + uint32(message, position + 4)[0]
+            if stop >= end or message[stop] != 0:
+                raise Malformed("a header string is not NUL-terminated within the header")
+            value, position = message[position + 8:stop].decode("utf-8", "surrogateescape"), stop + 1
+        elif kind == 0x67:  # g: one length byte at +4
+            stop = position + 5 + message[position + 4]
+            if stop >= end or message[stop] != 0:
+                raise Malformed("a header signature is not NUL-terminated within the header")
+            value, position = message[position + 5:stop].decode("ascii"), stop + 1
         else:  # a field from a later version of the specification: skip it, checked
             (_code, value), position = decode_value(message, position, "(yv)", order, end)
         if position > end:
@@ -180,13 +201,6 @@ def _type_end(signature: str, position: int, arrays: int, structs: int) -> int:
     raise Malformed(f"invalid type {code!r} in signature {signature[:40]!r}")
 
 
-# struct format and size of the fixed-size types; alignment of every type
-_FIXED = {"y": ("B", 1), "b": ("I", 4), "n": ("h", 2), "q": ("H", 2), "i": ("i", 4),
-          "u": ("I", 4), "h": ("I", 4), "x": ("q", 8), "t": ("Q", 8), "d": ("d", 8)}
-_ALIGNMENT = {"y": 1, "g": 1, "v": 1, "n": 2, "q": 2, "b": 4, "i": 4, "u": 4, "h": 4, "s": 4,
-              "o": 4, "a": 4, "x": 8, "t": 8, "d": 8, "(": 8, "{": 8}
-
-
 def decode_value(data: bytes, position: int, signature: str, order: str, end: int, depth: int = 0,
                  deadline=None):
     """(value, next position) of one complete, already checked type. Offsets count from the
@@ -196,16 +210,16 @@ def decode_value(data: bytes, position: int, signature: str, order: str, end: in
     code = signature[0]
     position += -position % _ALIGNMENT[code]
     if code in "so":
-        length = struct.unpack_from(order + "I", data, position)[0]
+        length = _UINT32[order](data, position)[0]
         stop = position + 4 + length
         if stop >= end or data[stop] != 0:
             raise Malformed("a string is not NUL-terminated within the message")
         return data[position + 4:stop].decode("utf-8", "surrogateescape"), stop + 1
     if code in _FIXED:
-        fmt, size = _FIXED[code]
+        read, size = _READERS[order][code]
         if position + size > end:
             raise Malformed("a value runs past the end of the message")
-        value = struct.unpack_from(order + fmt, data, position)[0]
+        value = read(data, position)[0]
         return (bool(value) if code == "b" else value), position + size
     if code == "g":
         stop = position + 1 + (data[position] if position < end else end)
@@ -219,7 +233,7 @@ def decode_value(data: bytes, position: int, signature: str, order: str, end: in
         return decode_value(data, position, inner, order, end, depth + 1, deadline)
     if code == "a":
         element = signature[1:]
-        length = struct.unpack_from(order + "I", data, position)[0]
+        length = _UINT32[order](data, position)[0]
         position += 4
         position += -position % _ALIGNMENT[element[0]]  # padding before the first element
         stop = position + length
@@ -248,27 +262,29 @@ def decode_values(data: bytes, position: int, signature: str, order: str, end: i
     return tuple(values), position
 
 
-# inner signature of a one-value variant -> (struct format, or "" for a string; alignment)
-_SIMPLE_VARIANTS = {b"t": ("Q", 8), b"x": ("q", 8), b"u": ("I", 4), b"i": ("i", 4), b"s": ("", 4)}
+# inner signature of a one-value variant -> the type code its reader is under (s: a string)
+_SIMPLE_VARIANTS = {b"t": "t", b"x": "x", b"u": "u", b"i": "i", b"s": "s"}
 
 
 def decode_body(message: bytes, order: str, body_start: int, signature: str, deadline=None) -> tuple:
     """The values of a whole message body; its signature must account for every byte."""
     end = len(message)
-    inner = message[body_start + 1:body_start + 2]
-    if signature == "v" and message[body_start:body_start + 1] == b"\1" and inner in _SIMPLE_VARIANTS:
+    code = _SIMPLE_VARIANTS.get(message[body_start + 1:body_start + 2])
+    if signature == "v" and code and message[body_start:body_start + 1] == b"\1" and message[body_start + 2] == 0:
         # a Get's answer, usually one number or string: skip the generic decoder
-        fmt, size = _SIMPLE_VARIANTS[inner]
-        position = body_start + 3
-        position += -position % size
-        if fmt:
+        if code == "s":
+            position = body_start + 4  # 4-aligned: the body starts 8-aligned
+            value, position = decode_value(message, position, "s", order, end)
+            values = (value,)
+        else:
+            read, size = _READERS[order][code]
+            position = body_start + 3
+            position += -position % size
             if position + size != end:
                 raise Malformed("a property's value does not fill its message")
-            return (struct.unpack_from(order + fmt, message, position)[0],)
-        value, position = decode_value(message, position, "s", order, end)
+            return read(message, position)
     else:
         values, position = decode_values(message, body_start, signature, order, end, 0, deadline)
-        value = None
     if position != end:
         raise Malformed(f"{end - position} bytes after the values of a {signature!r} body")
-    return (value,) if value is not None else values
+    return values

@@ -5,8 +5,6 @@ Interpreter start-up is most of a tick's cost (bench/, BENCHMARKS.md). So: no ar
 subprocess, socket or collections (each drags in re, enum, selectors, threading...); the
 stages a tick may not need (systemctl, the spool, https) are imported where they are used.
 """
-from __future__ import annotations
-
 import os
 import sys
 import time
@@ -153,7 +151,7 @@ def read_patterns(args) -> list[str]:
     return unique(patterns)
 
 
-def tick(patterns: list[str], host: str, state_dir: str | None, deadline, source: str = "dbus", run=None):
+def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, source: str = "dbus", run=None):
     """Read and shape one tick: (samples without staleness markers, snapshot, memory)."""
     from .read import bus_socket, collect
     from .shape import calendar_expressions, shape
@@ -176,7 +174,7 @@ def tick(patterns: list[str], host: str, state_dir: str | None, deadline, source
     return shape(snapshot, host, memory), snapshot, memory
 
 
-def format_value(value: float | None) -> str:
+def format_value(value: "float | None") -> str:
     if value is None:
         return "stale"
     if is_finite(value) and value == int(value):
@@ -202,7 +200,7 @@ def say(message: str) -> None:
     sys.stderr.write(f"systemd-heartbeat: {message}\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: "list[str] | None" = None) -> int:
     started = time.monotonic()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -223,15 +221,27 @@ def main(argv: list[str] | None = None) -> int:
     dropped = memory["spool_dropped"]
     waiting = []
     if args.state_dir:
-        from .spool import spool_files
+        if spool_in_use(args.state_dir):
+            from .spool import spool_files
 
-        waiting = spool_files(args.state_dir)
+            waiting = spool_files(args.state_dir)
         samples += spool_samples(args.host, len(waiting), dropped)
     samples += staleness_markers(memory, samples)  # last: on every series of this push
     if args.dry_run:
         sys.stdout.write("".join(format_sample(s) + "\n" for s in samples))
         return 0
     return deliver(args, endpoint, samples, snapshot, memory, waiting, deadline)
+
+
+def spool_in_use(state_dir: str) -> bool:
+    """Whether the spool holds anything (or is not a plain directory): most ticks find it empty
+    and need not load the spool's code (BENCHMARKS.md)."""
+    try:
+        return bool(os.listdir(os.path.join(state_dir, "spool"))) or os.path.islink(os.path.join(state_dir, "spool"))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # let spool_files say what is wrong with it
 
 
 def endpoint_of(args):

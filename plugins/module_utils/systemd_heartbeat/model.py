@@ -8,8 +8,6 @@
     Sample    (metric name, kind "gauge" | "counter", labels: tuple of (key, value), value:
               float, or None for a staleness marker)            (shape -> otlp, state, cli)
 """
-from __future__ import annotations
-
 import time
 
 
@@ -31,7 +29,7 @@ class Deadline:
 
     __slots__ = ("at", "timeout")
 
-    def __init__(self, timeout: float, start: float | None = None):
+    def __init__(self, timeout: float, start: "float | None" = None):
         self.timeout = timeout
         self.at = (time.monotonic() if start is None else start) + timeout
 

@@ -2,8 +2,6 @@
 """The encode stage: Samples -> an OTLP/HTTP ExportMetricsServiceRequest, protobuf written by
 hand (opentelemetry/proto/metrics/v1/metrics.proto), then gzipped. Every function writes one
 message and says which; tests decode the result with the official opentelemetry-proto."""
-from __future__ import annotations
-
 import struct
 import zlib
 
@@ -47,7 +45,7 @@ _TIME_TAG, _DOUBLE_TAG = _tag(3, 1), _tag(4, 1)
 _NO_VALUE = _tag(8, 0) + _varint(1)
 
 
-def _number_data_point(labels: tuple, value: float | None, time_ns: bytes, attributes: dict) -> bytes:
+def _number_data_point(labels: tuple, value: "float | None", time_ns: bytes, attributes: dict) -> bytes:
     """`attributes` caches each (key, value) label's encoding: the host and unit labels repeat
     across a tick's samples, and encoding them once halves the encoder's time."""
     body = b"".join([attributes.get(pair) or attributes.setdefault(pair, _bytes_field(7, _key_value(*pair)))

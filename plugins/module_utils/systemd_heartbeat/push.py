@@ -7,8 +7,6 @@ Plain http is written straight to a socket, https through the ssl module on the 
 Every blocking step (DNS, connect, TLS handshake, each write and read) gets only what is left
 of the tick's Deadline, so an endpoint that trickles its answer cannot stretch a tick.
 """
-from __future__ import annotations
-
 import _socket
 import os
 
@@ -33,7 +31,7 @@ class Endpoint:
 
     __slots__ = ("url", "scheme", "host", "port", "path", "authorization", "ca_file")
 
-    def __init__(self, url: str, authorization: str | None = None, ca_file: str | None = None):
+    def __init__(self, url: str, authorization: "str | None" = None, ca_file: "str | None" = None):
         self.url, self.authorization, self.ca_file = url, authorization, ca_file
         self.scheme, self.host, self.port, self.path = split_url(url)
 

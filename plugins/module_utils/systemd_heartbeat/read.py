@@ -1,14 +1,12 @@
 # SPDX-License-Identifier: MIT
 """The read stage: a Snapshot of the allowlisted and failed units, over the D-Bus system
 bus when it can be used, else through systemctl, within the tick's one Deadline."""
-from __future__ import annotations
-
 import time
 
 from .model import Snapshot
 
 
-def collect(patterns: list[str], deadline, bus: str | None = None, run=None) -> Snapshot:
+def collect(patterns: list[str], deadline, bus: "str | None" = None, run=None) -> Snapshot:
     """Read the state of the allowlisted and failed units.
 
     With `bus` (the system bus socket's path: the heartbeat's and the module's default), over
@@ -40,7 +38,7 @@ def collect(patterns: list[str], deadline, bus: str | None = None, run=None) -> 
     return Snapshot(units, manager_start, monotonic - started, wall, monotonic, "systemctl", warnings + more)
 
 
-def bus_socket(source: str, environ=None) -> tuple[str | None, list[str]]:
+def bus_socket(source: str, environ=None) -> "tuple[str | None, list[str]]":
     """The bus socket to read from for --source, and a warning when the address is unusable
     (then systemctl is used: it would not reach that bus either, but it may know better)."""
     if source != "dbus":

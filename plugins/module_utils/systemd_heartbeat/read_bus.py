@@ -9,8 +9,6 @@ may read unit state on the system bus. Every wait is bounded by the tick's Deadl
 replies to this connection's own calls are decoded (anything else is skipped by its header);
 a reply of the wrong shape is refused, not guessed at.
 """
-from __future__ import annotations
-
 import _socket
 import os
 import struct
@@ -271,7 +269,7 @@ def own_properties(kind: str) -> tuple:
     return ((UNIT_INTERFACE, "StateChangeTimestamp"), *BUS_PROPERTIES.get(kind, ()))
 
 
-def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> tuple[list[dict], float | None, list[str]]:
+def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> "tuple[list[dict], float | None, list[str]]":
     """The allowlisted and failed units over D-Bus, in two pipelined rounds. The first: the
     listings, and each allowlisted unit's own properties (its object path follows from its
     name). The second: units only the listings named (globs, failed) and what a unit that is

@@ -4,8 +4,6 @@ the number of units (the fallback when the system bus cannot be used), and
 `systemd-analyze calendar` for the period of calendar timers. Each child runs in its own
 process group under the tick's Deadline, its exit included: at the deadline the whole group
 is killed, so a child that closes its output and keeps running cannot hold the tick."""
-from __future__ import annotations
-
 import os
 import select
 import time
@@ -104,7 +102,7 @@ def wait_for(pid: int, out_fd: int, err_fd: int, deadline, what: str) -> tuple[b
     return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), status
 
 
-def exit_notifier(pid: int) -> int | None:
+def exit_notifier(pid: int) -> "int | None":
     """A pidfd that polls readable when the child exits; None where the kernel has none."""
     try:
         return os.pidfd_open(pid)
@@ -177,7 +175,7 @@ def show_units(names: list[str], run, deadline) -> list[dict[str, object]]:
     return blocks
 
 
-def read_with_systemctl(patterns: list[str], run, deadline) -> tuple[list[dict], float | None, list[str]]:
+def read_with_systemctl(patterns: list[str], run, deadline) -> "tuple[list[dict], float | None, list[str]]":
     """The allowlisted and failed units with two systemctl calls, whatever their number.
     Returns (units, when the manager started, warnings)."""
     # Globs are matched against every loaded unit; without globs only failed units are needed.

@@ -16,8 +16,6 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed,
   systemd_heartbeat_spooled_payloads, systemd_heartbeat_spool_dropped_total{reason}
 """
-from __future__ import annotations
-
 from .model import Snapshot
 from .units import unique, unit_type
 from .values import as_int, parse_timer_settings, parse_timespan, parse_timestamp
@@ -26,7 +24,7 @@ from .values import as_int, parse_timer_settings, parse_timespan, parse_timestam
 REPEATING_TIMER_BASES = ("OnUnitActiveUSec", "OnUnitInactiveUSec")
 
 
-def repeating_period(unit: dict) -> float | None:
+def repeating_period(unit: dict) -> "float | None":
     """The shortest repeating monotonic setting (OnUnitActiveSec, OnUnitInactiveSec)."""
     periods = [parse_timespan(value) for base, value in parse_timer_settings(unit.get("TimersMonotonic"))
                if base in REPEATING_TIMER_BASES]
@@ -34,7 +32,7 @@ def repeating_period(unit: dict) -> float | None:
     return min(periods) if periods else None
 
 
-def timer_interval(unit: dict, remembered: float | None, calendar: dict) -> float | None:
+def timer_interval(unit: dict, remembered: "float | None", calendar: dict) -> "float | None":
     """A timer's own period, so alerts need no per-timer threshold.
 
     1. repeating monotonic settings give it directly;
@@ -73,7 +71,7 @@ def calendar_expressions(units: list[dict], known: dict) -> list[str]:
     return unique(wanted)
 
 
-def next_elapse(unit: dict, wall: float, monotonic: float) -> float | None:
+def next_elapse(unit: dict, wall: float, monotonic: float) -> "float | None":
     """When the timer fires next, on the wall clock; a monotonic elapse is converted."""
     realtime = parse_timestamp(unit.get("NextElapseUSecRealtime", ""))
     relative = parse_timespan(unit.get("NextElapseUSecMonotonic", ""))
@@ -81,7 +79,7 @@ def next_elapse(unit: dict, wall: float, monotonic: float) -> float | None:
     return min(candidates) if candidates else None
 
 
-def seconds_since_active(unit: dict, now: float, manager_start: float | None) -> float | None:
+def seconds_since_active(unit: dict, now: float, manager_start: "float | None") -> "float | None":
     """How long ago the unit last did its job; the stale-timer and stuck-job signal.
 
     timer:   since its last trigger; never triggered -> since it was activated.
@@ -112,8 +110,8 @@ def seconds_since_active(unit: dict, now: float, manager_start: float | None) ->
     return max(0.0, now - since)
 
 
-def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval: float | None = None,
-                 calendar: dict | None = None) -> list[tuple]:
+def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval: "float | None" = None,
+                 calendar: "dict | None" = None) -> list[tuple]:
     """Every sample one unit contributes."""
     now, manager_start = snapshot.wall, snapshot.manager_start
     name = str(unit["Unit"])
@@ -183,7 +181,7 @@ def spool_samples(host: str, waiting: int, dropped: dict) -> list[tuple]:
     return samples
 
 
-def shape(snapshot: Snapshot, host: str, memory: dict | None = None) -> list[tuple]:
+def shape(snapshot: Snapshot, host: str, memory: "dict | None" = None) -> list[tuple]:
     """All samples of one tick."""
     memory = memory or {}
     intervals, calendar = memory.get("intervals", {}), memory.get("calendar", {})
@@ -194,15 +192,26 @@ def shape(snapshot: Snapshot, host: str, memory: dict | None = None) -> list[tup
     return samples
 
 
+def is_labels(labels: tuple) -> bool:
+    """(key, value) string pairs: the labels of a series remembered from a state file."""
+    return all(isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str)
+               for pair in labels)
+
+
 def staleness_markers(memory: dict, samples: list[tuple]) -> list[tuple]:
     """A marker for every series pushed last time and absent now (e.g. the old sub_state).
     Call it last, on every sample of the push: a series never gets a marker and a value at
-    the same timestamp, nor two markers."""
+    the same timestamp, nor two markers. A remembered series of the wrong shape is skipped."""
     current = {(sample[0], sample[2]) for sample in samples}
     unordered = None  # the same series with its labels in another order (an older version, a crafted file)
     markers = []
     for name, kind, labels in memory.get("series", ()):
-        if (name, labels) in current:
+        try:
+            if (name, labels) in current:
+                continue
+        except TypeError:  # an unhashable label from a crafted file
+            continue
+        if not is_labels(labels):
             continue
         if unordered is None:  # built only on a tick where some series ended: most ticks skip it
             unordered = {(sample[0], frozenset(sample[2])) for sample in samples}

@@ -7,8 +7,6 @@ when it cannot be read as one of ours, or by the caps on age and size; each drop
 reason (systemd_heartbeat_spool_dropped_total{reason}) and logged. Only regular files with
 strictly numeric ASCII names are ours: anything else in the directory is skipped with a warning.
 """
-from __future__ import annotations
-
 import os
 
 from .model import DeadlineExceeded
@@ -39,7 +37,7 @@ def warn(message: str) -> None:
     sys.stderr.write(f"systemd-heartbeat: warning: {message}\n")
 
 
-def spool_files(state_dir: str | None) -> list[Spooled]:
+def spool_files(state_dir: "str | None") -> list[Spooled]:
     """Waiting payloads, oldest first. Entries that are not ours are skipped with a warning;
     our own temporary files (a tick that died while writing) are removed."""
     if not state_dir:
@@ -136,7 +134,7 @@ def spool_trim(files: list[Spooled], max_bytes: float, max_age: float, now: floa
         total -= spooled.size
 
 
-def spool_replay(endpoint, waiting: list[Spooled], deadline, dropped: dict) -> tuple[int, str | None]:
+def spool_replay(endpoint, waiting: list[Spooled], deadline, dropped: dict) -> "tuple[int, str | None]":
     """Push waiting payloads oldest first, within the deadline. Returns (sent, error): the
     first failure that may pass (the endpoint is still down, or time ran out) stops the
     replay and is returned; the rest waits for the next tick."""

@@ -1,8 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The allowlist: unit names and globs, validated before anything reads them, and the choice
 of which units a tick reports (allowlisted names, glob matches, then every failed unit)."""
-from __future__ import annotations
-
 from .model import HeartbeatError
 
 # Unit types systemd knows; a name without one of these suffixes gets ".service", as systemctl does.
@@ -26,7 +24,7 @@ def unit_type(name: str) -> str:
     return name.rsplit(".", 1)[-1] if "." in name else ""
 
 
-def unit_pattern_problem(entry: str) -> str | None:
+def unit_pattern_problem(entry: str) -> "str | None":
     """Why `entry` is not a valid unit name or glob, or None when it is."""
     if not entry:
         return "empty name"

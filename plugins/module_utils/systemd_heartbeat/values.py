@@ -2,7 +2,6 @@
 """systemd's value formats, as D-Bus sends them (µs integers, structs) and as systemctl
 prints them (LC_ALL=C TZ=UTC text). Every parser takes both, and anything else (a wrong type
 from a misbehaving bus, garbage text) as unknown: None, never an exception."""
-from __future__ import annotations
 
 
 def is_integer(value) -> bool:
@@ -20,7 +19,7 @@ USEC_NEVER = 2 ** 64 - 1
 YEAR_MAX = 9999  # datetime's range; systemd prints nothing later
 
 
-def parse_timestamp(value) -> float | None:
+def parse_timestamp(value) -> "float | None":
     """'Fri 2026-11-27 19:25:44 UTC' (LC_ALL=C TZ=UTC) or D-Bus's µs -> Unix seconds;
     '', 'n/a', 0 and infinity -> None.
 
@@ -58,7 +57,7 @@ TIMESPAN_UNITS = {
 }
 
 
-def parse_timespan(value) -> float | None:
+def parse_timespan(value) -> "float | None":
     """systemd's '1d 2h 3min 4.5s' / '30s' / '500ms', or D-Bus's µs -> seconds; else None."""
     if is_integer(value):
         return value / 1e6 if 0 <= value < USEC_NEVER else None
@@ -100,7 +99,7 @@ def parse_timer_settings(entries) -> list[tuple[str, object]]:
     return settings
 
 
-def as_int(value) -> int | None:
+def as_int(value) -> "int | None":
     """An integer property (D-Bus's int, systemctl's decimal text), else None."""
     if is_integer(value):
         return value
