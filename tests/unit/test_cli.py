@@ -14,26 +14,19 @@ import time
 
 import pytest
 
-from helpers import FIXTURES, ROOT
+from fakebus import default_units
+from fakesystemctl import FakeTools
+from helpers import ROOT
 
 HEARTBEAT = os.environ.get("HEARTBEAT_PROGRAM") or ROOT / "files/systemd-heartbeat.py"
 
 
 @pytest.fixture()
 def fake_systemctl(tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    capture = FIXTURES / "systemd-252"
-    script = bindir / "systemctl"
-    script.write_text(f"""#!/bin/sh
-case "$1" in
-  list-units) cat '{capture}/list-units-failed.txt' ;;
-  show) shift 4; n=0; for u in "$@"; do [ $n -gt 0 ] && echo; printf 'Id=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n' "$u"; n=1; done ;;
-  *) exit 1 ;;
-esac
-""")
-    script.chmod(0o755)
-    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", SYSTEMD_HEARTBEAT_SOURCE="systemctl")
+    """The shared fake systemctl (tests/fakes/fakesystemctl.py) first on PATH, serving the fake
+    bus's unit table (a running service, a failed one, a timer...); the environment to run with."""
+    FakeTools(tmp_path / "bin", default_units())
+    return dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", SYSTEMD_HEARTBEAT_SOURCE="systemctl")
 
 
 def run_heartbeat(env, *args):
@@ -73,13 +66,13 @@ def url_of(httpd):
 
 
 def test_dry_run_prints_samples_and_pushes_nothing(fake_systemctl, server):
-    done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "a.service", "--host", "h1",
+    done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "alpha.service", "--host", "h1",
                          "--url", url_of(server))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert 'systemd_unit_active{unit="a.service",sub_state="running",host="h1"} 1' in lines
-    assert 'systemd_unit_active{unit="lab-broken.service",sub_state="running",host="h1"} 1' in lines
-    assert 'systemd_heartbeat_units_reported{host="h1"} 3' in lines
+    assert 'systemd_unit_active{unit="alpha.service",sub_state="running",host="h1"} 1' in lines
+    assert 'systemd_unit_active{unit="broken.service",sub_state="failed",host="h1"} 0' in lines  # failed: reported
+    assert 'systemd_heartbeat_units_reported{host="h1"} 2' in lines
     assert Recorder.bodies == []
 
 
@@ -128,12 +121,9 @@ def test_missing_allowlist_file(fake_systemctl, tmp_path):
 
 
 def test_hung_systemctl_ends_within_the_timeout(tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "systemctl").write_text("#!/bin/sh\nexec sleep 30\n")
-    (bindir / "systemctl").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
-    done = run_heartbeat(env, "--dry-run", "--timeout", "0.5")
+    FakeTools(tmp_path / "bin", default_units(), behaviour={"list-units": {"sleep": 30}})
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    done = run_heartbeat(env, "--dry-run", "--timeout", "0.5", "--source", "systemctl")
     assert done.returncode == 1
     assert done.stderr == "systemd-heartbeat: systemctl list-units did not finish within the 0.5 s timeout\n"
 
@@ -142,13 +132,13 @@ def test_staleness_marker_after_a_state_change(fake_systemctl, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "last-push.json").write_text(  # the format before 0.2: read too
-        '{"series": [["systemd_unit_active", "gauge", [["unit", "a.service"], ["sub_state", "auto-restart"],'
+        '{"series": [["systemd_unit_active", "gauge", [["unit", "alpha.service"], ["sub_state", "auto-restart"],'
         ' ["host", "h1"]]]], "intervals": {}, "calendar": {}}')
-    done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "a.service", "--host", "h1",
+    done = run_heartbeat(fake_systemctl, "--dry-run", "--unit", "alpha.service", "--host", "h1",
                          "--state-dir", str(state))
-    assert ('systemd_unit_active{unit="a.service",sub_state="auto-restart",host="h1"} stale'
+    assert ('systemd_unit_active{unit="alpha.service",sub_state="auto-restart",host="h1"} stale'
             "  # staleness marker: this series ended") in done.stdout.splitlines()
-    assert 'systemd_unit_active{unit="a.service",sub_state="running",host="h1"} 1' in done.stdout
+    assert 'systemd_unit_active{unit="alpha.service",sub_state="running",host="h1"} 1' in done.stdout
 
 
 @pytest.mark.parametrize("args, message", [
