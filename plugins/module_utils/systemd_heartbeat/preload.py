@@ -41,4 +41,4 @@ def write(lib_dir: str) -> str:
 
 
 if __name__ == "__main__":
-    print(write(sys.argv[1]))
+    sys.stdout.write(write(sys.argv[1]) + "\n")
