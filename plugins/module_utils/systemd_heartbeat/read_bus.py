@@ -46,6 +46,11 @@ BUS_PROPERTIES = {
               (TIMER_INTERFACE, "NextElapseUSecMonotonic"), (TIMER_INTERFACE, "TimersMonotonic"),
               (TIMER_INTERFACE, "TimersCalendar"), (UNIT_INTERFACE, "ActiveEnterTimestamp")),
 }
+# Not asked either when the first round found the unit's state never changed since systemd
+# loaded it (StateChangeTimestamp 0): it never started nor stopped, so these are all 0. That is
+# also what an allowlisted unit systemd does not keep loaded (a disabled service, a name it does
+# not know) looks like, and every call about such a unit makes systemd load it from disk and
+# drop it again, about 0.2 ms of systemd's and dbus-daemon's CPU each (BENCHMARKS.md).
 STOPPED_PROPERTIES = {
     "service": ((SERVICE_INTERFACE, "Type"), (UNIT_INTERFACE, "ActiveExitTimestamp"),
                 (SERVICE_INTERFACE, "ExecMainStartTimestamp"), (SERVICE_INTERFACE, "ExecMainExitTimestamp")),
@@ -309,7 +314,7 @@ def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> "tuple[list[
         kind = unit_type(name)
         if path != paths.get(name):  # not asked yet (or asked at another path: an alias's)
             gets += property_calls(unit, path, own_properties(kind))
-        if active_state not in ("active", "reloading"):
+        if active_state not in ("active", "reloading") and unit.get("StateChangeTimestamp") != 0:
             gets += property_calls(unit, path, STOPPED_PROPERTIES.get(kind, ((UNIT_INTERFACE, "ActiveExitTimestamp"),)))
         units.append(unit)
     store_answers(gets, bus.call_all([get[2] for get in gets], deadline))
