@@ -38,17 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402
-from tick import (HOST, LAUNCHER_TEMPLATE, PACKAGE, ROLE_VARS, SINGLE, git, heartbeat_files,  # noqa: E402
-                  allowlist_units, install_heartbeat, machine, prepare_host, reader, run_harness, unload_units)
+from tick import (HOST, LAUNCHER_TEMPLATE, PACKAGE, ROLE_HANDLERS, ROLE_VARS, SINGLE, allowlist_units,  # noqa: E402
+                  git, heartbeat_files, install_heartbeat, machine, prepare_host, reader, run_harness, unload_units)
 
 VERSIONS = ("before", "after")
 
 
-def version(rev: str | None) -> tuple[dict[str, str], str, str, str]:
+def version(rev: str | None) -> tuple[dict[str, str], str, str, str, str]:
     """A version as the role installs it: its files (tick.heartbeat_files), its launcher template,
-    the role's vars, and what it is, in words. rev None: the working tree."""
+    the role's vars and handlers, and what it is, in words. rev None: the working tree."""
     if rev is None:
-        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE, LAUNCHER_TEMPLATE, ROLE_VARS).strip()
+        dirty = git("status", "--porcelain", "--", PACKAGE, SINGLE, LAUNCHER_TEMPLATE, ROLE_VARS,
+                    ROLE_HANDLERS).strip()
         where = f"the working tree (HEAD {git('rev-parse', '--short', 'HEAD').strip()}{', with uncommitted changes' * bool(dirty)})"
     else:
         where = git("rev-parse", "--short", f"{rev}^{{commit}}").strip()
@@ -57,7 +58,7 @@ def version(rev: str | None) -> tuple[dict[str, str], str, str, str]:
     calls = "; ".join(line.split("  #")[0] for line in template.splitlines()  # what it runs
                       if line.strip() and not line.startswith(("#", "{{", "import sys", "sys.path")))
     shape = "single module" if "systemd_heartbeat.py" in files else f"package, {len(files)} modules"
-    return files, template, read(ROLE_VARS), f"{where}: {shape}; launcher `{calls}`"
+    return files, template, read(ROLE_VARS), read(ROLE_HANDLERS), f"{where}: {shape}; launcher `{calls}`"
 
 
 def ratio_of_medians(before: list[float], after: list[float], rounds) -> float:
@@ -108,13 +109,13 @@ def main() -> int:
     versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
     url = prepare_host("before_after_harness.py", heartbeat=False)
     launchers = []
-    for name, (files, template, role_vars, _) in versions.items():
-        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", template, role_vars),
+    for name, (files, template, role_vars, handlers, _) in versions.items():
+        launchers += [install_heartbeat(HOST, files, f"/opt/bench/{name}", template, role_vars, handlers=handlers),
                       f"/opt/bench/{name}/state"]
     py = lab.inside(HOST, ["python3", "-V"]).stdout.split()[1]
     systemd = lab.inside(HOST, ["systemctl", "--version"]).stdout.split()[1]
     print(f"Command: `sudo .venv/bin/python bench/before_after.py {shlex.join(sys.argv[1:])}`\n")
-    print(f"Before: {versions['before'][3]}.  \nAfter: {versions['after'][3]}.\n")
+    print(f"Before: {versions['before'][-1]}.  \nAfter: {versions['after'][-1]}.\n")
     print(f"Machine: {machine()}; {HOST}: systemd {systemd}, Python {py}; {args.repeat} ticks of each version, "
           "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
           "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians (wall, paired: "

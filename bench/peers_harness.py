@@ -40,6 +40,18 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def exporter_argv(systemd_exporter: str, node_exporter: str, regex: str, ports: dict = PORTS) -> dict[str, list[str]]:
+    """The peers as the benchmarks run them: restricted to the units REGEX matches, restart
+    counts on, node_exporter with only its systemd collector; listening on 127.0.0.1:ports."""
+    return {
+        "systemd_exporter": [systemd_exporter, f"--web.listen-address=127.0.0.1:{ports['systemd_exporter']}",
+                             f"--systemd.collector.unit-include={regex}", "--systemd.collector.enable-restart-count"],
+        "node_exporter": [node_exporter, f"--web.listen-address=127.0.0.1:{ports['node_exporter']}",
+                          "--collector.disable-defaults", "--collector.systemd",
+                          f"--collector.systemd.unit-include={regex}", "--collector.systemd.enable-restarts-metrics"],
+    }
+
+
 def scrape(name: str, pid: int) -> tuple[float, float, int]:
     request = urllib.request.Request(f"http://127.0.0.1:{PORTS[name]}/metrics", headers={"Accept-Encoding": "gzip"})
     before = cpu_ms(pid)
@@ -122,13 +134,7 @@ def modules_loaded(tick: list[str]) -> list[str]:
 def main() -> None:
     launcher, allowlist, url, repeat, systemd_exporter, node_exporter, regex, lib_dir = sys.argv[1:9]
     repeat = int(repeat)
-    peers = {
-        "systemd_exporter": [systemd_exporter, "--web.listen-address=127.0.0.1:19558",
-                             f"--systemd.collector.unit-include={regex}", "--systemd.collector.enable-restart-count"],
-        "node_exporter": [node_exporter, "--web.listen-address=127.0.0.1:19100", "--collector.disable-defaults",
-                          "--collector.systemd", f"--collector.systemd.unit-include={regex}",
-                          "--collector.systemd.enable-restarts-metrics"],
-    }
+    peers = exporter_argv(systemd_exporter, node_exporter, regex)
     processes = {name: subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for name, argv in peers.items()}
     try:

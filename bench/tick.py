@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +32,11 @@ import lab  # noqa: E402
 HOST = "lab-host6"  # a host of its own: no heartbeat timer or vmalert of the demo running beside it
 PACKAGE = "plugins/module_utils/systemd_heartbeat"  # the heartbeat: the role copies its top-level *.py
 SINGLE = "files/systemd-heartbeat.py"  # the whole heartbeat before the package (f40ecf3 and older)
-LAUNCHER_TEMPLATE = "roles/systemd_monitoring/templates/systemd-heartbeat.j2"  # the role's launcher
-ROLE_VARS = "roles/systemd_monitoring/vars/main.yml"  # what its {{ _names }} stand for
+ROLE = "roles/systemd_monitoring"
+LAUNCHER_TEMPLATE = f"{ROLE}/templates/systemd-heartbeat.j2"  # the role's launcher
+ROLE_VARS = f"{ROLE}/vars/main.yml"  # what its {{ _names }} stand for
+ROLE_DEFAULTS = f"{ROLE}/defaults/main.yml"  # and its public variables
+ROLE_HANDLERS = f"{ROLE}/handlers/main.yml"  # what it runs on the host once the package is copied
 SHARED_HARNESS = "peers_harness.py"  # in-host helpers the other harnesses import from beside them
 
 
@@ -61,25 +63,73 @@ def heartbeat_files(rev: str | None = None) -> dict[str, str]:
     return {f"systemd_heartbeat/{Path(n).name}": read(n) for n in names} or {"systemd_heartbeat.py": read(SINGLE)}
 
 
+def role_variables(role_vars: str | None = None, defaults: str | None = None, **overrides) -> dict:
+    """The variables the role's templates see: its defaults and vars (texts, default the working
+    tree's), then overrides; values that are templates themselves (`{{ inventory_hostname }}`)
+    rendered. inventory_hostname is HOST unless overridden."""
+    import yaml
+
+    values = {"inventory_hostname": HOST, "role_path": str(ROOT / ROLE), "ansible_managed": "Ansible managed",
+              **yaml.safe_load(defaults or (ROOT / ROLE_DEFAULTS).read_text()),
+              **yaml.safe_load(role_vars or (ROOT / ROLE_VARS).read_text()), **overrides}
+    for name, value in values.items():
+        if isinstance(value, str) and "{{" in value and name != "_systemd_monitoring_package_source":
+            values[name] = render(value, values)
+    return values
+
+
+def render(template: str, variables: dict) -> str:
+    """A role template rendered as ansible.builtin.template renders it: Jinja2 with Ansible's
+    filters (comment, ...), trim_blocks, the trailing newline kept; an undefined name fails."""
+    import jinja2
+    from ansible.plugins.filter.core import FilterModule
+
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True)
+    environment.filters.update(FilterModule().filters())
+    return environment.from_string(template).render(variables)
+
+
+def compile_commands(variables: dict, handlers: str | None = None) -> list[list[str]]:
+    """What the role's handlers run on the host once the package is copied (those listening
+    on "compile heartbeat": compileall, the preload bundle, whatever the version has),
+    rendered with VARIABLES; HANDLERS is the handlers file's text (default the working tree's)."""
+    import shlex
+
+    import yaml
+
+    commands = []
+    for handler in yaml.safe_load(handlers or (ROOT / ROLE_HANDLERS).read_text()):
+        command = handler.get("ansible.builtin.command") or handler.get("command")
+        if handler.get("listen") == "compile heartbeat" and command:
+            argv = command["argv"] if "argv" in command else shlex.split(render(command["cmd"], variables))
+            commands.append([render(str(arg), variables) for arg in argv])
+    return commands
+
+
 def install_heartbeat(host: str, files: dict[str, str] | None = None, prefix: str = "/opt/bench",
-                      template: str | None = None, role_vars: str | None = None) -> str:
+                      template: str | None = None, role_vars: str | None = None,
+                      lib: str | None = None, launcher: str | None = None, handlers: str | None = None) -> str:
     """A heartbeat as the role installs it: its files (heartbeat_files(); default the working
-    tree's) in PREFIX/lib, precompiled, and the launcher, the role's template rendered by hand
-    with the role's vars (default both the working tree's), PREFIX/systemd-heartbeat (returned)."""
+    tree's) in LIB (default PREFIX/lib), compiled by what the role's handlers run, and the
+    launcher, the role's template rendered with the role's vars (default the working tree's
+    template, vars and handlers), at LAUNCHER (default PREFIX/systemd-heartbeat; returned).
+    lib and launcher set to the role's own paths install it exactly where the role does."""
     files = files or heartbeat_files()
     template = template or (ROOT / LAUNCHER_TEMPLATE).read_text()
-    values = dict(re.findall(r"^(_\w+): *\"?([^\"\n]*)\"?$", role_vars or (ROOT / ROLE_VARS).read_text(), re.M))
-    lib, root = f"{prefix}/lib", lab.host_dir(host) / "root"  # the host's / seen from the machine
-    lab.ssh(host, ["rm", "-rf", lib])
+    lib, launcher = lib or f"{prefix}/lib", launcher or f"{prefix}/systemd-heartbeat"
+    root = lab.host_dir(host) / "root"  # the host's / seen from the machine
+    lab.inside(host, ["rm", "-rf", lib])
     for name, text in files.items():
         (root / lib.lstrip("/") / name).parent.mkdir(parents=True, exist_ok=True)
         (root / lib.lstrip("/") / name).write_text(text)
-    lab.ssh(host, ["python3", "-m", "compileall", "-q", "-f", lib])
-    launcher = "".join(line for line in template.splitlines(keepends=True) if "ansible_managed" not in line)
-    values["_systemd_monitoring_lib_dir"] = lib
-    lab.ssh(host, f"cat > {prefix}/systemd-heartbeat && chmod 0755 {prefix}/systemd-heartbeat",
-            input=re.sub(r"\{\{ *(\w+) *\}\}", lambda name: values[name[1]], launcher))
-    return f"{prefix}/systemd-heartbeat"
+    variables = role_variables(role_vars, _systemd_monitoring_lib_dir=lib)
+    for argv in compile_commands(variables, handlers):
+        lab.inside(host, argv)
+    text = render(template, variables)
+    (root / launcher.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    (root / launcher.lstrip("/")).write_text(text)
+    (root / launcher.lstrip("/")).chmod(0o755)
+    return launcher
 
 
 def prepare_host(*harnesses: str, heartbeat: bool = True) -> str:
