@@ -85,7 +85,8 @@ def test_caps_hold_when_the_outage_outlasts_them(lab, outage):
     urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
     import time
 
-    data = urllib.parse.urlencode({"query": f'systemd_heartbeat_spool_dropped_total{{host="{host}"}}',
+    dropped = f'systemd_heartbeat_spool_dropped_total{{host="{host}",reason="max_bytes"}}'
+    data = urllib.parse.urlencode({"query": dropped,
                                    "time": f"{time.time() + 1:.3f}"}).encode()
     with urllib.request.urlopen(f"{url}/api/v1/query", data=data, timeout=10) as answer:
         result = json.load(answer)["data"]["result"]

@@ -227,6 +227,15 @@ def test_spool_caps_drop_the_oldest_and_count_it(fake_systemctl, tmp_path):
             f'{4 - len(kept)}') in done.stdout
 
 
+def test_every_drop_reason_counts_from_zero_with_a_state_directory(fake_systemctl, tmp_path):
+    """A counter born at 1 has no increase(): the first drop would go unseen."""
+    done = run_heartbeat(fake_systemctl, "--state-dir", str(tmp_path), "--dry-run")
+    host = os.uname().nodename
+    for reason in ("rejected", "unreadable", "max_age", "max_bytes"):
+        assert f'systemd_heartbeat_spool_dropped_total{{host="{host}",reason="{reason}"}} 0' in done.stdout
+    assert "systemd_heartbeat_spool" not in run_heartbeat(fake_systemctl, "--dry-run").stdout
+
+
 def test_a_corrupt_spool_file_is_skipped_with_a_warning(fake_systemctl, server, tmp_path):
     state = tmp_path / "state"
     (state / "spool").mkdir(parents=True)

@@ -11,6 +11,11 @@
 import time
 
 
+# Why a payload left the spool without landing: each is a counter from the first tick with a
+# state directory, so increase() sees the first drop (a series born at 1 has no increase).
+DROP_REASONS = ("rejected", "unreadable", "max_age", "max_bytes")
+
+
 class HeartbeatError(Exception):
     """A failure worth one line on stderr and a non-zero exit."""
 

@@ -16,7 +16,7 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed,
   systemd_heartbeat_spooled_payloads, systemd_heartbeat_spool_dropped_total{reason}
 """
-from .model import Snapshot
+from .model import DROP_REASONS, Snapshot
 from .units import unique, unit_type
 from .values import as_int, parse_timer_settings, parse_timespan, parse_timestamp
 
@@ -172,9 +172,10 @@ def health_samples(host: str, duration: float, units: list[dict]) -> list[tuple]
 
 def spool_samples(host: str, waiting: int, dropped: dict) -> list[tuple]:
     """How many payloads wait in the spool, and how many were ever dropped, by reason
-    (cumulative; spool.DROP_REASONS)."""
+    (cumulative; every reason from zero, model.DROP_REASONS)."""
     labels = (("host", host),)
     samples = [("systemd_heartbeat_spooled_payloads", "gauge", labels, float(waiting))]
+    dropped = dict.fromkeys(DROP_REASONS, 0) | dropped
     for reason in sorted(dropped):
         samples.append(("systemd_heartbeat_spool_dropped_total", "counter", (("host", host), ("reason", reason)),
                         float(dropped[reason])))

@@ -18,8 +18,6 @@ SPOOL_SUFFIX = ".otlp.gz"
 STAMP_DIGITS = 20
 DEFAULT_SPOOL_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_SPOOL_MAX_AGE = 86400.0
-# why a payload left the spool without landing
-DROP_REASONS = ("rejected", "unreadable", "max_age", "max_bytes")
 
 
 class Spooled:
