@@ -12,8 +12,15 @@ deployed rules and the lab's real Alertmanager receiving:
 Each alert's latency is (firing in Alertmanager) - (threshold moment). Then every cause is fixed
 and the time until Alertmanager shows the alert resolved is measured too.
 
-molecule's verify imports run_scenario() from here (tests/molecule/test_alerts.py), so the
-benchmark and the end-to-end test are one implementation.
+Then, one after the other (each changes what the next would count):
+  auto-pull      the infrastructure-auto-pull timer and service of docs/examples, allowlisted
+                 and nothing else: a pull that fails is retried and given up on (restart loop,
+                 failed, with why), a stopped timer goes stale; each fixed, each resolves
+  mass restart   three load-bearing units restarted at once; threshold = the third one's start
+  reboot         the unit host rebooted; threshold = its boot (its service manager's start)
+
+molecule's verify imports these from here (tests/molecule/test_alerts.py, test_auto_pull.py,
+test_mass_restart.py), so the benchmark and the end-to-end tests are one implementation.
 """
 from __future__ import annotations
 
@@ -90,9 +97,29 @@ def wait_until(what: str, predicate, timeout: float, step: float = 0.5):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def matches(alert: dict, name: str, host: str, unit: str) -> bool:
+def matches(alert: dict, name: str, host: str, unit: str | None, **more: str) -> bool:
+    """`unit` None: an alert without a unit label (a host's event)."""
     labels = alert["labels"]
-    return labels.get("alertname") == name and labels.get("host") == host and labels.get("unit") == unit
+    return (labels.get("alertname") == name and labels.get("host") == host and labels.get("unit") == unit
+            and all(labels.get(key) == value for key, value in more.items()))
+
+
+def firing(name: str, host: str, unit: str | None = None, **more: str) -> dict | None:
+    """The alert as Alertmanager holds it now, or None."""
+    found = [alert for alert in active_alerts() if matches(alert, name, host, unit, **more)]
+    return found[0] if found else None
+
+
+def unix_time(host: str, unit: str, prop: str) -> float:
+    """A timestamp property of a unit on a host, as Unix seconds (to the microsecond; to the
+    second for LastTriggerUSec, which systemctl prints only as a date)."""
+    if prop == "LastTriggerUSec":
+        text = sh(host, f"date -d \"$(systemctl show -p {prop} --value '{unit}')\" +%s.%N").strip()
+        return float(text)
+    text = sh(host, f"echo $(systemctl show -p {prop}Monotonic --value '{unit}') "
+                    "$(cut -d' ' -f1 /proc/uptime) $(date +%s.%N)").split()
+    monotonic, uptime, now = int(text[0]) / 1e6, float(text[1]), float(text[2])
+    return now - uptime + monotonic
 
 
 def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) -> dict[str, dict]:
@@ -175,21 +202,221 @@ def restore_allowlist(inventory: str, host: str) -> None:
     converge(inventory, host)
 
 
+# --- the auto-pull timer: allowlisted, and nothing else -------------------------------------
+
+AUTO_PULL_TIMER, AUTO_PULL = "infrastructure-auto-pull.timer", "infrastructure-auto-pull.service"
+EXAMPLES = ROOT / "docs/examples"
+# The lab's timings: a poll every 20 s instead of 5 min, a retry after 3 s instead of 30 s
+# (an empty On*Sec= drops every timer setting of the unit, then the lab's are added).
+AUTO_PULL_DROP_INS = {
+    AUTO_PULL_TIMER: "[Timer]\nOnActiveSec=\nOnActiveSec=5s\nOnUnitActiveSec=20s\nAccuracySec=1s\n",
+    AUTO_PULL: "[Unit]\nStartLimitIntervalSec=60s\n[Service]\nRestartSec=3s\n",
+}
+# a caddy that records its reloads (%% is systemd's escape for %)
+CADDY_STAND_IN = "[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/sh -c 'date +%%s >> /run/caddy-reloads'\n"
+
+
+def install_auto_pull(host: str) -> None:
+    """The units and script of docs/examples as they are, on a host with a real git repository
+    to poll (a bare one on the host stands in for GitHub), and a caddy.service to reload."""
+    import base64
+
+    files = {f"/etc/systemd/system/{AUTO_PULL}": (EXAMPLES / AUTO_PULL).read_text(),
+             f"/etc/systemd/system/{AUTO_PULL_TIMER}": (EXAMPLES / AUTO_PULL_TIMER).read_text(),
+             "/usr/local/bin/infrastructure-auto-pull": (EXAMPLES / "infrastructure-auto-pull").read_text(),
+             "/etc/systemd/system/caddy.service": CADDY_STAND_IN}
+    files.update({f"/etc/systemd/system/{unit}.d/lab-timings.conf": text for unit, text in AUTO_PULL_DROP_INS.items()})
+    script = ["set -e", "command -v git >/dev/null || { apt-get update -qq && "
+              "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git >/dev/null; }",
+              "rm -rf /srv/infrastructure /srv/infrastructure.git /srv/infrastructure.git.away /srv/upstream "
+              "/run/caddy-reloads",
+              "git init -q --bare -b main /srv/infrastructure.git",
+              "git -c init.defaultBranch=main clone -q /srv/infrastructure.git /srv/upstream 2>/dev/null",
+              "cd /srv/upstream && mkdir caddy && echo ':80' > caddy/Caddyfile && git add -A && "
+              "git -c user.name=lab -c user.email=lab@lab commit -qm initial && git push -q origin HEAD:main",
+              "git clone -q /srv/infrastructure.git /srv/infrastructure"]
+    for path, text in files.items():
+        encoded = base64.b64encode(text.encode()).decode()
+        script.append(f"mkdir -p {path.rsplit('/', 1)[0]} && echo {encoded} | base64 -d > {path}")
+    script += ["chmod 0755 /usr/local/bin/infrastructure-auto-pull", "systemctl daemon-reload",
+               f"systemctl start caddy.service; systemctl enable --now {AUTO_PULL_TIMER}"]
+    sh(host, "\n".join(script))
+
+
+def remove_auto_pull(host: str) -> None:
+    sh(host, f"systemctl disable --now {AUTO_PULL_TIMER}; systemctl stop {AUTO_PULL} caddy.service; "
+             f"systemctl reset-failed {AUTO_PULL}; rm -rf /etc/systemd/system/{AUTO_PULL}* "
+             f"/etc/systemd/system/{AUTO_PULL_TIMER}* /etc/systemd/system/caddy.service "
+             "/usr/local/bin/infrastructure-auto-pull /srv/infrastructure /srv/infrastructure.git* /srv/upstream "
+             "/run/caddy-reloads; systemctl daemon-reload")
+
+
+def commit_upstream(host: str, path: str) -> None:
+    sh(host, f"cd /srv/upstream && date +%s.%N >> {path} && git add -A && "
+             f"git -c user.name=lab -c user.email=lab@lab commit -qm change && git push -q origin HEAD:main")
+
+
+def reloads(host: str) -> int:
+    return len(sh(host, "cat /run/caddy-reloads 2>/dev/null || true").split())
+
+
+def pull_ran_since(host: str, moment: float) -> bool:
+    """The auto-pull finished a run that started after `moment`, and succeeded."""
+    started = unix_time(host, AUTO_PULL, "ExecMainStartTimestamp")
+    state = systemd_show(host, AUTO_PULL, "ActiveState")
+    return started > moment and state == "inactive" and systemd_show(host, AUTO_PULL, "Result") == "success"
+
+
+def run_auto_pull_scenario(host: str) -> dict[str, dict]:
+    """The auto-pull, allowlisted (and nothing else): it reloads caddy when caddy/ changes and
+    only then; a pull that keeps failing fires the restart-loop alert, then the failed one
+    (systemd gave up); fixed, both resolve; a stopped timer fires the stale alert, and resolves."""
+    wait_until(f"{AUTO_PULL_TIMER} interval in VictoriaMetrics", lambda: query(
+        f'systemd_timer_interval_seconds{{host="{host}",unit="{AUTO_PULL_TIMER}"}}'), 120)
+    # it works: a change under caddy/ reloads caddy at the next poll, any other change does not
+    before, moment = reloads(host), time.time()
+    commit_upstream(host, "caddy/Caddyfile")
+    wait_until("caddy to be reloaded", lambda: reloads(host) == before + 1, 60)
+    moment = time.time()
+    commit_upstream(host, "README")
+    wait_until("a poll after the unrelated change", lambda: pull_ran_since(host, moment), 60)
+    assert reloads(host) == before + 1, "caddy reloaded for a change outside caddy/"
+
+    results: dict[str, dict] = {}
+    # the repository goes away: each poll fails, systemd retries 3 s later, then gives up
+    sh(host, "mv /srv/infrastructure.git /srv/infrastructure.git.away")
+    fourth = wait_until("the 4th retry", lambda: int(systemd_show(host, AUTO_PULL, "NRestarts") or 0) >= 4
+                        and time.time(), 120, step=0.1)
+    loop = wait_until("the restart-loop alert", lambda: firing("SystemdUnitRestartLoop", host, AUTO_PULL)
+                      and time.time(), 120)
+    wait_until(f"{AUTO_PULL} to be failed", lambda: systemd_show(host, AUTO_PULL, "ActiveState") == "failed", 60)
+    gave_up = unix_time(host, AUTO_PULL, "StateChangeTimestamp")
+    failed = wait_until("the failed alert", lambda: firing("SystemdUnitFailed", host, AUTO_PULL), 120)
+    failed_at = time.time()
+    description = failed["annotations"]["description"]
+    assert "Why: exit-code, main process exited with status 1; systemd gave up restarting it." in description, \
+        description
+    # fixed: the repository is back, the operator clears the failure and the timer polls again
+    sh(host, f"mv /srv/infrastructure.git.away /srv/infrastructure.git; systemctl reset-failed {AUTO_PULL}; "
+             f"systemctl restart {AUTO_PULL_TIMER}")
+    fixed = time.time()
+    wait_until("a good poll", lambda: pull_ran_since(host, fixed), 60)
+    failed_resolved = wait_until("the failed alert to resolve", lambda: not firing(
+        "SystemdUnitFailed", host, AUTO_PULL) and time.time(), 120)
+    loop_resolved = wait_until("the restart-loop alert to resolve", lambda: not firing(
+        "SystemdUnitRestartLoop", host, AUTO_PULL) and time.time(), 600, step=2)
+    results["auto-pull restart loop"] = {"latency": loop - fourth, "resolved_after_fix": loop_resolved - fixed}
+    results["auto-pull failed"] = {"latency": failed_at - gave_up, "resolved_after_fix": failed_resolved - fixed}
+    # the timer stops (disabled by hand, or its job hangs): stale after 2 x 20 s
+    wait_until("the timer to fire after the fix", lambda: unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") > fixed,
+               60)
+    sh(host, f"systemctl stop {AUTO_PULL_TIMER}")
+    threshold = unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") + 2 * 20
+    stale = wait_until("the stale alert", lambda: firing("SystemdTimerStale", host, AUTO_PULL_TIMER)
+                       and time.time(), 180)
+    sh(host, f"systemctl start {AUTO_PULL_TIMER}")
+    restarted = time.time()
+    stale_resolved = wait_until("the stale alert to resolve", lambda: not firing(
+        "SystemdTimerStale", host, AUTO_PULL_TIMER) and time.time(), 120)
+    results["auto-pull stale timer"] = {"latency": stale - threshold, "resolved_after_fix": stale_resolved - restarted}
+    return results
+
+
+def allowlist_auto_pull(inventory: str, host: str) -> list[str]:
+    """The project's allowlist plus the auto-pull's timer and service: the one change it takes."""
+    import yaml
+
+    units = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
+        "systemd_monitoring_units"] + [AUTO_PULL_TIMER, AUTO_PULL]
+    converge(inventory, host, "-e", json.dumps({"systemd_monitoring_units": units}))
+    return units
+
+
+# --- mass restarts and reboots -------------------------------------------------------------
+
+MASS_RESTART_UNITS = ("eco-server.service", "factorio-server.service", "icarus-server.service")  # lab stand-ins
+
+
+def run_mass_restart_scenario(host: str, window: float) -> dict[str, dict]:
+    """Three allowlisted services restarted at once: SystemdMassRestart (event=units) fires,
+    its description names them, and it resolves once the window has passed."""
+    wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
+               and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
+    sh(host, "systemctl restart " + " ".join(MASS_RESTART_UNITS))
+    threshold = max(unix_time(host, unit, "ActiveEnterTimestamp") for unit in MASS_RESTART_UNITS)
+    alert = wait_until("the mass-restart alert", lambda: firing("SystemdMassRestart", host, None, event="units"), 120)
+    fired = time.time()
+    assert all(unit in alert["annotations"]["description"] for unit in MASS_RESTART_UNITS), alert["annotations"]
+    resolved = wait_until("the mass-restart alert to resolve", lambda: not firing(
+        "SystemdMassRestart", host, None, event="units") and time.time(), window + 120, step=1)
+    return {"mass restart": {"latency": fired - threshold, "resolved_after_threshold": resolved - threshold}}
+
+
+def boot_time(host: str) -> float:
+    return unix_time(host, "init.scope", "ActiveEnterTimestamp")
+
+
+def run_reboot_scenario(host: str, window: float) -> dict[str, dict]:
+    """The host reboots: SystemdMassRestart (event=reboot) fires, the units restarting with it
+    never fire the units event, and it resolves once the window has passed since the boot."""
+    wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
+               and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
+    lab.reboot(host)
+    booted = boot_time(host)
+    seen_units_event = []
+
+    def reboot_alert():
+        if firing("SystemdMassRestart", host, None, event="units"):
+            seen_units_event.append(time.time())
+        return firing("SystemdMassRestart", host, None, event="reboot")
+
+    wait_until("the reboot alert", reboot_alert, 180)
+    fired = time.time()
+    resolved = wait_until("the reboot alert to resolve", lambda: not reboot_alert() and time.time(),
+                          window + 120, step=1)
+    assert seen_units_event == [], "the units restarting with the reboot fired a second mass-restart event"
+    return {"reboot": {"latency": fired - booted, "resolved_after_threshold": resolved - booted}}
+
+
 def main() -> int:
-    unit_host, heartbeat_host = "lab-host2", "lab-host1"
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--unit-host", default="lab-host2")
+    parser.add_argument("--heartbeat-host", default="lab-host1")
+    parser.add_argument("--inventory", default=str(ROOT / "inventory/lab.yml"))
+    parser.add_argument("--mass-restart-window", type=float, default=300,
+                        help="the inventory's systemd_monitoring_alerts_mass_restart_window_seconds")
+    args = parser.parse_args()
+    unit_host, heartbeat_host, inventory = args.unit_host, args.heartbeat_host, args.inventory
     install_units(unit_host)
-    allowlist_e2e_units(str(ROOT / "inventory/lab.yml"), unit_host)
+    allowlist_e2e_units(inventory, unit_host)
     try:
         results = run_scenario(unit_host, heartbeat_host)
     finally:
         remove_units(unit_host)
-        restore_allowlist(str(ROOT / "inventory/lab.yml"), unit_host)
-    print("| alert | threshold moment | event -> firing in Alertmanager, after the threshold | fix -> resolved |")
+        restore_allowlist(inventory, unit_host)
+    install_auto_pull(unit_host)
+    allowlist_auto_pull(inventory, unit_host)
+    try:
+        results.update(run_auto_pull_scenario(unit_host))
+    finally:
+        remove_auto_pull(unit_host)
+        restore_allowlist(inventory, unit_host)
+    results.update(run_mass_restart_scenario(unit_host, args.mass_restart_window))
+    results.update(run_reboot_scenario(unit_host, args.mass_restart_window))
+    print("| alert | threshold moment | event -> firing in Alertmanager, after the threshold | resolved |")
     print("|---|---|---:|---:|")
     moments = {"restart loop": "4th restart", "stale timer": "last trigger + 2 x its interval (15 s)",
-               "heartbeat missing": "last push + 3 x 30 s"}
+               "heartbeat missing": "last push + 3 x 30 s",
+               "auto-pull restart loop": "4th retry of the failing pull",
+               "auto-pull failed": "systemd gave up (start limit)",
+               "auto-pull stale timer": "last trigger + 2 x its interval (20 s)",
+               "mass restart": "the third unit's start", "reboot": "the boot (service manager's start)"}
     for key, result in results.items():
-        print(f"| {key} | {moments[key]} | {result['latency']:.1f} s | {result['resolved_after_fix']:.1f} s |")
+        after = (f"{result['resolved_after_fix']:.1f} s after the fix" if "resolved_after_fix" in result
+                 else f"{result['resolved_after_threshold']:.1f} s after the threshold")
+        print(f"| {key} | {moments[key]} | {result['latency']:.1f} s | {after} |")
     return 0
 
 

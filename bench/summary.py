@@ -30,7 +30,9 @@ STEP, DAY = 30, 86400
 
 
 def history(start: float, hosts: int, units: int):
-    """JSON lines, one series per line, yielded so memory stays small."""
+    """JSON lines, one series per line, yielded so memory stays small: per host its pushes and
+    boot time; per unit its state, start time and restarts; one host in ten with a failure (and
+    its reason), a restart burst and a heartbeat gap."""
     stamps = [int((start + k * STEP) * 1000) for k in range(DAY // STEP)]
     for h in range(hosts):
         host = f"host{h:02d}"
@@ -38,6 +40,8 @@ def history(start: float, hosts: int, units: int):
         beat = [t for t in stamps if not (troubled and start + 3600 < t / 1000 < start + 3600 + 1200)]
         yield json.dumps({"metric": {"__name__": "systemd_heartbeat_up", "host": host},
                           "values": [1] * len(beat), "timestamps": beat})
+        yield json.dumps({"metric": {"__name__": "systemd_boot_timestamp_seconds", "host": host},
+                          "values": [start - 5 * DAY] * len(beat), "timestamps": beat})
         for u in range(units):
             unit = f"unit{u:02d}.service"
             failing = troubled and u == 0
@@ -54,8 +58,21 @@ def history(start: float, hosts: int, units: int):
                                   "values": [1] * len(bad), "timestamps": bad})
                 yield json.dumps({"metric": {"__name__": "systemd_unit_last_exit_status", "host": host, "unit": unit},
                                   "values": [1] * len(beat), "timestamps": beat})
+                since = [t for t in beat if t / 1000 >= start + 7200]  # kept after the failure
+                yield json.dumps({"metric": {"__name__": "systemd_unit_last_failure_timestamp_seconds", "host": host,
+                                             "unit": unit},
+                                  "values": [start + 7200] * len(since), "timestamps": since})
+                yield json.dumps({"metric": {"__name__": "systemd_unit_last_failure_info", "host": host, "unit": unit,
+                                             "result": "exit-code", "exit_code": "exited", "exit_status": "1",
+                                             "gave_up": "false"},
+                                  "values": [1] * len(since), "timestamps": since})
             restarts = [min(10, max(0, (t // 1000 - int(start) - 36000) // STEP)) if troubled and u == 1 else 0
                         for t in beat]
+            # every unit started 5 days ago, except the restart burst's: a start at each of its restarts
+            started = [start - 5 * DAY + u + (restart * STEP + 36000 + 5 * DAY if restart else 0)
+                       for restart in restarts] if troubled and u == 1 else [start - 5 * DAY + u] * len(beat)
+            yield json.dumps({"metric": {"__name__": "systemd_unit_active_enter_timestamp_seconds", "host": host,
+                                         "unit": unit}, "values": started, "timestamps": beat})
             yield json.dumps({"metric": {"__name__": "systemd_unit_restart_count_total", "host": host, "unit": unit},
                               "values": restarts, "timestamps": beat})
 
@@ -106,7 +123,9 @@ def main() -> int:
         load(url, start, hosts, units)
         loaded = time.perf_counter() - began
         times, queries, reported = run(url, start, end, args.repeat)
-        series = hosts * (1 + units * 2) + (hosts + 9) // 10 * 2
+        # per host: up, boot; per unit: info, start, restarts; a troubled host's failing unit: its
+        # failed info, exit status, last failure and its reason
+        series = hosts * (2 + units * 3) + (hosts + 9) // 10 * 4
         print(f"| {hosts} host{'s' if hosts > 1 else ''} x {units} units x 24 h (loaded in {loaded:.0f} s) | "
               f"{series} | {statistics.median(times):.0f} ({min(times):.0f}-{max(times):.0f}) | {queries} | "
               f"{reported} |", flush=True)

@@ -368,6 +368,21 @@ def stop_host(host: str) -> None:
     shutil.rmtree(host_dir(host), ignore_errors=True)
 
 
+def reboot(host: str) -> None:
+    """Power a host off and boot it again from the same root filesystem: what was installed on
+    it stays, its service manager and every unit start anew (a real reboot, as systemd sees it)."""
+    pid = nspawn_pid(host)
+    if pid is None:
+        raise LabError(f"{host} is not running")
+    leader = leader_pid(host)
+    os.kill(pid, signal.SIGTERM)  # nspawn asks the container's systemd to power off
+    if not wait_gone(pid, 30) and leader is not None:
+        os.kill(leader, signal.SIGKILL)
+        wait_gone(pid, 10)
+    boot(host)
+    wait_ready(host)
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

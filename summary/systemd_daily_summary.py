@@ -3,17 +3,20 @@
 """systemd-daily-summary: what went wrong with systemd units in the last day, per host.
 
 Pulls the heartbeat's history from VictoriaMetrics' query API and reports, per host: units
-that failed (allowlisted or not) with when, for how long and their last exit status; units
-systemd restarted, with counts; timers that went stale; allowlisted units missing on the host;
-gaps where the heartbeat itself pushed nothing; and a one-line verdict. A host seen in the
-week before the window that pushed nothing in it is reported as "no data", never as healthy.
+that failed (allowlisted or not) with when, for how long, why (systemd's Result and the exit
+status) and whether systemd gave up restarting them; units that failed and were restarted
+(crashes), with counts and the last reason; units systemd restarted, with counts; mass
+restarts (at least K load-bearing units restarted or failed within M seconds) and reboots;
+timers that went stale; allowlisted units missing on the host; gaps where the heartbeat itself
+pushed nothing; and a one-line verdict. A host seen in the week before the window that pushed
+nothing in it is reported as "no data", never as healthy.
 
-    systemd-daily-summary [--url URL] [--since 24h] [--until now] [--json]
+    systemd-daily-summary [--url URL] [--since 24h] [--until now] [--unit NAME]... [--json]
 
 Exit status: 0 nothing to report, 1 findings, 2 VictoriaMetrics could not be queried,
 64 a malformed or inverted window (EX_USAGE).
 
-The number of queries is fixed (at most seven), whatever the number of hosts and units: every
+The number of queries is fixed (at most nine), whatever the number of hosts and units: every
 query covers all of them and the grouping is done here.
 """
 from __future__ import annotations
@@ -28,10 +31,22 @@ from datetime import datetime, timezone
 
 import requests
 
+try:  # the heartbeat's own reading of unit names (installed with the project; pyproject.toml)
+    from systemd_heartbeat.model import HeartbeatError
+    from systemd_heartbeat.units import check_unit_patterns
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "plugins", "module_utils"))
+    from systemd_heartbeat.model import HeartbeatError
+    from systemd_heartbeat.units import check_unit_patterns
+
 DEFAULT_URL = "http://localhost:30428"
 EX_USAGE = 64
 STEP = 30  # seconds; the heartbeat's interval, the resolution of failure and staleness episodes
 HOST_MEMORY = "7d"  # a host that pushed in this long before the window is expected in it
+# Mass restarts, as the alert SystemdMassRestart defines them (roles/systemd_monitoring_alerts
+# defaults): at least this many load-bearing units within this many seconds on one host.
+MASS_RESTART_UNITS, MASS_RESTART_WINDOW = 3, 300
+EXIT_WORDS = {"exited": "exit status {}", "killed": "killed by signal {}", "dumped": "dumped core on signal {}"}
 
 
 class QueryError(Exception):
@@ -156,14 +171,77 @@ def gaps(stamps: list[float], start: float, end: float, limit: float) -> list[tu
     return [(a, b) for a, b in zip(points, points[1:]) if b - a > limit]
 
 
-def collect(victoria: Victoria, start: float, end: float, stale_factor: float, gap_after: float) -> dict:
-    """Seven queries for every host and unit; returns the findings per host."""
+FINDINGS = ("failed", "crashed", "restarted", "mass_restarts", "reboots", "stale_timers", "missing", "heartbeat_gaps")
+
+
+def new_host() -> dict:
+    return {**{key: [] for key in FINDINGS}, "pushed": False}
+
+
+def reason(labels: dict | None) -> dict:
+    """A failure's reason, from the labels of systemd_unit_last_failure_info."""
+    if not labels:
+        return {}
+    return {"result": labels.get("result", ""), "exit_code": labels.get("exit_code", ""),
+            "exit_status": int(labels["exit_status"]) if labels.get("exit_status", "").isdigit() else None,
+            "gave_up": labels.get("gave_up") == "true"}
+
+
+def reason_at(infos: list[tuple[float, dict]], moment: float) -> dict:
+    """The reason the heartbeat reported right after `moment` (its first push that knew it)."""
+    later = [labels for stamp, labels in infos if stamp >= moment - 0.001]
+    return reason(later[0] if later else (infos[-1][1] if infos else None))
+
+
+def distinct_values(rows: list[dict], start: float, end: float) -> dict[tuple, list[float]]:
+    """count_values_over_time("at", ...) rows -> {(host, unit or ""): sorted values in the window}."""
+    found: dict[tuple, list[float]] = {}
+    for row in rows:
+        metric = row["metric"]
+        try:
+            value = float(metric["at"])
+        except (KeyError, ValueError):
+            continue
+        if start <= value <= end:
+            found.setdefault((metric.get("host", ""), metric.get("unit", "")), []).append(value)
+    return {key: sorted(values) for key, values in found.items()}
+
+
+def mass_restarts(events: list[tuple[float, str]], boots: list[float], units: int, window: float) -> list[dict]:
+    """Episodes of the alert SystemdMassRestart (event=units): moments when at least `units`
+    distinct units had an event (entered active, or failed) within the last `window` seconds,
+    leaving out events in the window right after a boot (those are the reboot's). Each
+    episode: its first and last event, and every unit counted in it."""
+    events = sorted((t, unit) for t, unit in events if not any(boot <= t <= boot + window for boot in boots))
+    episodes: list[dict] = []
+    in_window: dict[str, int] = {}  # unit -> its events in (moment - window, moment]
+    first = 0
+    for moment, unit in events:  # one pass: a crash loop has an event at every tick
+        in_window[unit] = in_window.get(unit, 0) + 1
+        while events[first][0] <= moment - window:
+            gone = events[first][1]
+            in_window[gone] -= 1
+            if not in_window[gone]:
+                del in_window[gone]
+            first += 1
+        if len(in_window) < units:
+            continue
+        if episodes and events[first][0] <= episodes[-1]["last"]:  # overlaps the one before: the same event
+            episodes[-1]["last"] = moment
+            episodes[-1]["units"].update(in_window)
+        else:
+            episodes.append({"first": events[first][0], "last": moment, "units": set(in_window)})
+    return [{"from": iso(e["first"]), "to": iso(e["last"]), "units": sorted(e["units"])} for e in episodes]
+
+
+def collect(victoria: Victoria, start: float, end: float, stale_factor: float, gap_after: float,
+            mass_units: int = MASS_RESTART_UNITS, mass_window: float = MASS_RESTART_WINDOW) -> dict:
+    """Nine queries for every host and unit; returns the findings per host."""
     length = f"{int(end - start)}s"
     hosts: dict[str, dict] = {}
 
     def host(name: str) -> dict:
-        return hosts.setdefault(name, {"failed": [], "restarted": [], "stale_timers": [], "missing": [],
-                                       "heartbeat_gaps": [], "pushed": False})
+        return hosts.setdefault(name, new_host())
 
     # 1. which hosts are expected: those that pushed in the week before the window, or in it
     for row in victoria.query(f"count by (host) (count_over_time(systemd_heartbeat_up[{HOST_MEMORY}]))", start):
@@ -181,52 +259,108 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
     for series in victoria.export('systemd_unit_info{active_state="failed"}', start, end):
         key = (series["metric"]["host"], series["metric"]["unit"])
         failed.setdefault(key, []).extend(t / 1000 for t in series.get("timestamps", []))
-    # 4. the exit statuses of just those units (one query, skipped when nothing failed)
+    # 4. every failure the heartbeat recorded in the window (each distinct value of the last
+    #    failure's time, even for a unit systemd restarted before a tick saw it failed)
+    failures = distinct_values(victoria.query(
+        f'count_values_over_time("at", systemd_unit_last_failure_timestamp_seconds[{length}])', end), start, end)
+    # 5. the exit statuses and failure reasons of just those units (one query, skipped when none)
     status: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    if failed:
+    infos: dict[tuple[str, str], list[tuple[float, dict]]] = {}
+    if failed or failures:
         # a regex in a MetricsQL string literal: re.escape's backslashes must themselves be escaped
-        units = "|".join(sorted({re.escape(unit).replace("\\", "\\\\") for _, unit in failed}))
-        for series in victoria.export(f'systemd_unit_last_exit_status{{unit=~"{units}"}}', start, end):
-            key = (series["metric"]["host"], series["metric"]["unit"])
-            status.setdefault(key, []).extend(zip((t / 1000 for t in series["timestamps"]), series["values"]))
+        units = "|".join(sorted({re.escape(unit).replace("\\", "\\\\") for _, unit in [*failed, *failures]}))
+        for series in victoria.export(f'{{__name__=~"systemd_unit_last_exit_status|systemd_unit_last_failure_info",'
+                                      f'unit=~"{units}"}}', start, end):
+            metric = series["metric"]
+            key = (metric["host"], metric["unit"])
+            stamps = [t / 1000 for t in series["timestamps"]]
+            if metric["__name__"] == "systemd_unit_last_exit_status":
+                status.setdefault(key, []).extend(zip(stamps, series["values"]))
+            else:
+                infos.setdefault(key, []).extend((t, metric) for t in stamps)
+    for samples in infos.values():
+        samples.sort(key=lambda sample: sample[0])
+    episodes_of: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for (name, unit), stamps in sorted(failed.items()):
         for first, last in episodes(stamps, gap_after):
+            episodes_of.setdefault((name, unit), []).append((first, last))
             seen = [v for t, v in status.get((name, unit), []) if first <= t <= last and v == v]
+            at_failure = [m for m in failures.get((name, unit), []) if first - gap_after <= m <= last]
             host(name)["failed"].append({
                 "unit": unit, "since": iso(first), "until": iso(last),
                 "duration": span(last - first + STEP), "seconds": round(last - first + STEP),
                 "ongoing": end - last <= gap_after,
-                "last_exit_status": int(seen[-1]) if seen else None})
-    # 5. restarts systemd made in the window (only between samples inside it: no phantom counts
+                "last_exit_status": int(seen[-1]) if seen else None,
+                **reason_at(infos.get((name, unit), []), at_failure[-1] if at_failure else first)})
+    # failures outside any failed episode: the unit was restarted (by systemd or by hand)
+    for (name, unit), moments in sorted(failures.items()):
+        spans = episodes_of.get((name, unit), [])
+        crashes = [m for m in moments if not any(a - gap_after <= m <= b + STEP for a, b in spans)]
+        if crashes:
+            host(name)["crashed"].append({"unit": unit, "failures": len(crashes), "last": iso(crashes[-1]),
+                                          **reason_at(infos.get((name, unit), []), crashes[-1])})
+    # 6. restarts systemd made in the window (only between samples inside it: no phantom counts
     #    for a unit first seen with a non-zero counter)
     for row in victoria.query(f"increase_prometheus(systemd_unit_restart_count_total[{length}]) > 0", end):
         host(row["metric"]["host"])["restarted"].append(
             {"unit": row["metric"]["unit"], "restarts": int(round(float(row["value"][1])))})
-    # 6. stale timers: longer than stale_factor x their own interval without firing
+    # 7. stale timers: past the stale-timer alert's own threshold where vmalert recorded it
+    #    (the inventory's overrides), else stale_factor x their own interval
     for row in victoria.query_range(
-            f'max by (host, unit) (systemd_unit_seconds_since_active{{unit=~".+[.]timer"}} '
-            f'> on(host, unit) ({stale_factor} * systemd_timer_interval_seconds))', start, end):
+            f'max by (host, unit) (systemd_unit_seconds_since_active{{unit=~".+[.]timer"}} > on(host, unit) '
+            f'(systemd_timer_stale_threshold_seconds or on(host, unit) ({stale_factor} * systemd_timer_interval_seconds)))',
+            start, end):
         for first, last in episodes([float(t) for t, _ in row["values"]]):
             host(row["metric"]["host"])["stale_timers"].append({
                 "unit": row["metric"]["unit"], "since": iso(first), "until": iso(last),
                 "duration": span(last - first + STEP), "seconds": round(last - first + STEP),
                 "ongoing": end - last <= STEP * 1.5})
-    # 7. allowlisted units systemd did not know at some point in the window
+    # 8. every allowlisted unit (the load-bearing ones a mass restart counts), and those
+    #    systemd did not know at some point in the window
+    load_bearing = set()
     for row in victoria.query(f'max by (host, unit, load_state) (max_over_time('
-                              f'systemd_unit_info{{allowlisted="true", load_state!="loaded"}}[{length}]))', end):
-        host(row["metric"]["host"])["missing"].append(
-            {"unit": row["metric"]["unit"], "load_state": row["metric"]["load_state"]})
+                              f'systemd_unit_info{{allowlisted="true"}}[{length}]))', end):
+        metric = row["metric"]
+        load_bearing.add((metric["host"], metric["unit"]))
+        if metric["load_state"] != "loaded":
+            host(metric["host"])["missing"].append({"unit": metric["unit"], "load_state": metric["load_state"]})
+    # 9. reboots and units (re)entering active: each distinct boot and start time in the window
+    starts = distinct_values(victoria.query(
+        f'count_values_over_time("at", {{__name__=~"systemd_unit_active_enter_timestamp_seconds|'
+        f'systemd_boot_timestamp_seconds"}}[{length}])', end), start, end)
+    for name in {h for h, _ in [*starts, *failures]}:
+        boots = starts.get((name, ""), [])
+        host(name)["reboots"] = [{"at": iso(boot)} for boot in boots]
+        events = [(t, unit) for (h, unit), moments in [*starts.items(), *failures.items()]
+                  if h == name and unit and (h, unit) in load_bearing for t in moments]
+        host(name)["mass_restarts"] = mass_restarts(events, boots, mass_units, mass_window)
     for record in hosts.values():
         record["restarted"].sort(key=lambda r: (-r["restarts"], r["unit"]))
+        record["crashed"].sort(key=lambda r: (-r["failures"], r["unit"]))
         record["stale_timers"].sort(key=lambda r: (r["since"], r["unit"]))
         record["missing"].sort(key=lambda r: r["unit"])
         record["verdict"] = verdict(record)
     return hosts
 
 
+def only_units(hosts: dict, patterns: list[str]) -> dict:
+    """The findings about the units `patterns` name (the heartbeat's names and globs)."""
+    import fnmatch
+
+    def wanted(unit: str) -> bool:
+        return any(fnmatch.fnmatchcase(unit, pattern) for pattern in patterns)
+
+    for record in hosts.values():
+        for key in ("failed", "crashed", "restarted", "stale_timers", "missing"):
+            record[key] = [finding for finding in record[key] if wanted(finding["unit"])]
+        record["mass_restarts"] = [event for event in record["mass_restarts"] if any(map(wanted, event["units"]))]
+        record["verdict"] = verdict(record)
+    return hosts
+
+
 def empty_host(name: str) -> dict:
     """A host asked for by name that VictoriaMetrics knows nothing about."""
-    record = {"failed": [], "restarted": [], "stale_timers": [], "missing": [], "heartbeat_gaps": [], "pushed": False}
+    record = new_host()
     record["verdict"] = verdict(record)
     return record
 
@@ -235,9 +369,10 @@ def verdict(record: dict) -> str:
     """One line: healthy, no data, or what needs attention."""
     if not record["pushed"]:
         return "no data: the heartbeat pushed nothing in the window"
-    kinds = (("failed", "failure", "failures"), ("restarted", "unit restarted", "units restarted"),
-             ("stale_timers", "stale timer", "stale timers"), ("missing", "missing unit", "missing units"),
-             ("heartbeat_gaps", "heartbeat gap", "heartbeat gaps"))
+    kinds = (("failed", "failure", "failures"), ("crashed", "unit crashed", "units crashed"),
+             ("restarted", "unit restarted", "units restarted"), ("mass_restarts", "mass restart", "mass restarts"),
+             ("reboots", "reboot", "reboots"), ("stale_timers", "stale timer", "stale timers"),
+             ("missing", "missing unit", "missing units"), ("heartbeat_gaps", "heartbeat gap", "heartbeat gaps"))
     parts = [f"{len(record[key])} {one if len(record[key]) == 1 else many}"
              for key, one, many in kinds if record[key]]
     return "attention: " + ", ".join(parts) if parts else "healthy"
@@ -259,13 +394,20 @@ def markdown(hosts: dict, start: float, end: float) -> str:
         if not record["pushed"]:
             continue
         for failure in record["failed"]:
-            status = failure["last_exit_status"]
             lines.append(f"- failed: `{failure['unit']}` at {failure['since']} for {failure['duration']}"
-                         + (" (still failed)" if failure["ongoing"] else "")
-                         + (f", last exit status {status}" if status is not None else ""))
+                         + (" (still failed)" if failure["ongoing"] else "") + why(failure))
+        for crash in record["crashed"]:
+            lines.append(f"- crashed: `{crash['unit']}` failed {crash['failures']} time"
+                         f"{'s' if crash['failures'] != 1 else ''} and was restarted, the last at {crash['last']}"
+                         + why(crash))
         for restart in record["restarted"]:
             lines.append(f"- restarted: `{restart['unit']}` {restart['restarts']} time"
                          f"{'s' if restart['restarts'] != 1 else ''}")
+        for event in record["mass_restarts"]:
+            lines.append(f"- mass restart: {len(event['units'])} load-bearing units restarted or failed from "
+                         f"{event['from']} to {event['to']}: " + ", ".join(f"`{unit}`" for unit in event["units"]))
+        for boot in record["reboots"]:
+            lines.append(f"- reboot: the host booted at {boot['at']}")
         for stale in record["stale_timers"]:
             lines.append(f"- stale timer: `{stale['unit']}` from {stale['since']} for {stale['duration']}"
                          + (" (still stale)" if stale["ongoing"] else ""))
@@ -276,6 +418,18 @@ def markdown(hosts: dict, start: float, end: float) -> str:
         if lines[-1] != "":
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def why(finding: dict) -> str:
+    """': exit-code, exit status 127; systemd gave up restarting it' (or the bare exit status
+    of a heartbeat that reported no reason)."""
+    if not finding.get("result"):
+        status = finding.get("last_exit_status")
+        return f", last exit status {status}" if status is not None else ""
+    text = f": {finding['result']}"
+    if finding.get("exit_code") and finding.get("exit_status") is not None:
+        text += ", " + EXIT_WORDS.get(finding["exit_code"], "status {}").format(finding["exit_status"])
+    return text + ("; systemd gave up restarting it" if finding.get("gave_up") else "")
 
 
 def as_json(hosts: dict, start: float, end: float, requests_made: int) -> str:
@@ -294,19 +448,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", default="now", help="end, same forms (default %(default)s)")
     parser.add_argument("--host", action="append", default=[], metavar="NAME",
                         help="report only this host (repeatable; default: every host)")
+    parser.add_argument("--unit", action="append", default=[], metavar="NAME",
+                        help="report only this unit: a name or glob as in the allowlist, a bare name meaning "
+                             ".service (repeatable; default: every unit)")
     parser.add_argument("--json", action="store_true", help="JSON for tools instead of Markdown")
     parser.add_argument("--stale-factor", type=float, default=2.0,
                         help="a timer is stale after this many of its own intervals without firing (default 2)")
     parser.add_argument("--gap", type=float, default=90.0,
                         help="seconds without a push that count as a heartbeat gap (default 90: 3 intervals)")
+    parser.add_argument("--mass-restart-units", type=int, default=MASS_RESTART_UNITS,
+                        help="a mass restart is at least this many load-bearing units restarted or failed within "
+                             "--mass-restart-window on one host (default %(default)s: the alert's)")
+    parser.add_argument("--mass-restart-window", type=float, default=MASS_RESTART_WINDOW,
+                        help="seconds (default %(default)s: the alert's)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per query (default 30)")
     args = parser.parse_args(argv)
     try:
         start, end = window(args.since, args.until, time.time())
+        try:
+            patterns = check_unit_patterns(args.unit, "--unit")
+        except HeartbeatError as error:
+            raise UsageError(str(error)) from None
         victoria = Victoria(args.url, args.timeout)
-        hosts = collect(victoria, start, end, args.stale_factor, args.gap)
+        hosts = collect(victoria, start, end, args.stale_factor, args.gap, args.mass_restart_units,
+                        args.mass_restart_window)
         if args.host:
             hosts = {name: hosts.get(name) or empty_host(name) for name in args.host}
+        if patterns:
+            hosts = only_units(hosts, patterns)
     except UsageError as error:
         print(f"systemd-daily-summary: {error}", file=sys.stderr)
         return EX_USAGE

@@ -50,7 +50,7 @@ def install_heartbeat(lab, host: str) -> str:
 
 
 PACKAGE_PARENT = ROOT / "plugins/module_utils"
-STAGES = ("model", "units", "values", "bus_wire", "read_bus", "read_systemctl", "read", "shape", "otlp",
+STAGES = ("model", "units", "values", "history", "bus_wire", "read_bus", "read_systemctl", "read", "shape", "otlp",
           "push", "state", "spool", "cli")
 
 
@@ -92,6 +92,15 @@ class VictoriaMetrics:
             body = json.load(answer)
         assert body["status"] == "success", body
         return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+
+    def raw_values(self, match: str, start: float = 0) -> list[float]:
+        """Every sample of the one series `match` selects since `start`, as pushed, oldest
+        first (staleness markers are NaN)."""
+        data = urllib.parse.urlencode({"match[]": match, "start": f"{start:.3f}"}).encode()
+        with urllib.request.urlopen(f"{self.url}/api/v1/export", data=data, timeout=10) as answer:
+            lines = [json.loads(line) for line in answer.read().decode().splitlines() if line.strip()]
+        assert len(lines) <= 1, [line["metric"] for line in lines]
+        return [float(v) if v is not None else float("nan") for v in lines[0]["values"]] if lines else []
 
     def series_names(self, match: str) -> set[str]:
         data = urllib.parse.urlencode({"match[]": match}).encode()

@@ -7,12 +7,26 @@ The dashboard is a dict, serialised by the caller: no JSON is ever assembled as 
 Grafana's own templates ("{{host}}" in legends) are plain strings in the data, so Jinja never
 sees them as templates. Plain Python with no Ansible import, so tests import it directly.
 
-Layout: an overview row (failed units on every host, stale timers, the heartbeat's health per
-host, restart-loop and stale-timer alerts firing), then one row per load-bearing unit whose
-panels depend on its type (service, timer, anything else). Globs in the allowlist get a row
-that shows every matching unit.
+Layout: an overview row (failed units on every host, the failures in the time range, stale
+timers, the heartbeat's health per host, alerts firing), then one row per load-bearing unit
+whose panels depend on its type (service, timer, anything else), each with its last failure.
+Globs in the allowlist get a row that shows every matching unit. Mass restarts (the alert
+SystemdMassRestart) are annotations on every time series.
+
+Unit names go through the heartbeat's own normalisation (units.unit_matcher: a bare name is
+its .service), so a row asks for exactly the unit the heartbeat reports.
 """
 from __future__ import annotations
+
+try:
+    from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
+        normalise_unit_pattern, unit_matcher)
+except ImportError:  # plain Python (tests, scripts/dashboard-picture.py): the package of this checkout
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
+    from systemd_heartbeat.units import normalise_unit_pattern, unit_matcher  # noqa: E402
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -25,32 +39,8 @@ WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 24, 1, 5
 
 
 def selector(unit: str) -> str:
-    """A label matcher for an allowlist entry: exact names verbatim, globs as a regex.
-
-    Written for a double-quoted MetricsQL string: a literal backslash (from \\x2d escapes) is
-    doubled; regex metacharacters go in brackets, which needs no backslash at all.
-    """
-    if not any(c in unit for c in "*?["):
-        return 'unit="' + unit.replace("\\", "\\\\") + '"'
-    regex, in_class = [], False
-    for index, char in enumerate(unit):
-        if in_class:
-            regex.append("^" if char == "!" and unit[index - 1] == "[" else char)
-            in_class = char != "]"
-        elif char == "[":
-            regex.append(char)
-            in_class = True
-        elif char == "*":
-            regex.append(".*")
-        elif char == "?":
-            regex.append(".")
-        elif char == "\\":
-            regex.append("\\\\\\\\")  # a regex-escaped backslash, escaped again for the string
-        elif char in ".+()^$|{}":
-            regex.append(f"[{char}]")
-        else:
-            regex.append(char)
-    return 'unit=~"' + "".join(regex) + '"'
+    """The label matcher of an allowlist entry (the heartbeat's units.unit_matcher)."""
+    return unit_matcher(unit)
 
 
 def target(expr: str, legend: str = "{{host}}", instant: bool = False, table: bool = False) -> dict:
@@ -92,9 +82,21 @@ def state_panel(match: str) -> dict:
                  options=stat_options("active_state"), defaults={"mappings": text_mappings(STATE_COLOURS)})
 
 
+def last_failure_panel(match: str) -> dict:
+    """How long ago the unit last failed, and why, per host (history.py; README "Metrics")."""
+    return panel(
+        "table", "Last failure", "How long ago the unit last failed (exited unsuccessfully or entered failed), "
+        "with systemd's Result, the exit of that run and whether systemd then gave up restarting it. "
+        "Kept across restarts; empty if it never failed since the heartbeat watches it.", "s",
+        [target(f'(time() - systemd_unit_last_failure_timestamp_seconds{{host=~"$host", {match}}}) '
+                f'* on(host, unit) group_left(result, exit_code, exit_status, gave_up) '
+                f'systemd_unit_last_failure_info{{host=~"$host", {match}}}', instant=True, table=True)])
+
+
 def unit_row_panels(unit: str) -> list[dict]:
-    match = selector(unit)
-    kind = unit.rsplit(".", 1)[-1] if "." in unit and not unit.endswith("*") else "service"
+    name = normalise_unit_pattern(unit)
+    match = selector(name)
+    kind = name.rsplit(".", 1)[-1] if "." in name and not name.endswith("*") else "service"
     panels = [state_panel(match)]
     if kind == "timer":
         panels += [
@@ -103,12 +105,17 @@ def unit_row_panels(unit: str) -> list[dict]:
                   [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')],
                   options=stat_options(), defaults={"thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}]}}),
-            panel("stat", "Interval", "The timer's own period, from its schedule; a stale alert fires after twice "
-                  "this (or the inventory's override).", "s",
+            panel("stat", "Interval", "The timer's own period, from its schedule.", "s",
                   [target(f'systemd_timer_interval_seconds{{host=~"$host", {match}}}')], options=stat_options()),
+            panel("stat", "Stale after", "The stale-timer alert's own threshold for this timer (the recording "
+                  "rule systemd_timer_stale_threshold_seconds: a factor of the interval, or the inventory's "
+                  "override).", "s",
+                  [target(f'systemd_timer_stale_threshold_seconds{{host=~"$host", {match}}}')],
+                  options=stat_options()),
             panel("timeseries", "Since last trigger over time", "A saw-tooth is healthy; a ramp means the timer "
                   "stopped firing.", "s",
                   [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+            last_failure_panel(match),
         ]
     elif kind == "service":
         panels += [
@@ -118,8 +125,9 @@ def unit_row_panels(unit: str) -> list[dict]:
                   defaults={"decimals": 0, "thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}, {"color": "orange", "value": 1},
                       {"color": "red", "value": 4}]}}),
-            panel("stat", "Last exit status", "ExecMainStatus: the exit code, or the signal number when killed "
-                  "(9 = SIGKILL).", "none",
+            last_failure_panel(match),
+            panel("stat", "Last exit status", "The most recent exit of the main process: the exit code, or the "
+                  "signal number when killed (9 = SIGKILL). Kept while the next run is up.", "none",
                   [target(f'systemd_unit_last_exit_status{{host=~"$host", {match}}}')], options=stat_options(),
                   defaults={"decimals": 0, "thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}, {"color": "red", "value": 1}]}}),
@@ -128,32 +136,55 @@ def unit_row_panels(unit: str) -> list[dict]:
                   [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
         ]
     else:
-        panels.append(panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is.",
-                            "s", [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]))
+        panels += [
+            panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is.",
+                  "s", [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+            last_failure_panel(match),
+        ]
     return panels
 
 
+ALERTS_SHOWN = "SystemdUnitRestartLoop|SystemdTimerStale|SystemdUnitFailed|SystemdMassRestart"
+
+
 def overview_panels() -> list[dict]:
-    alerts = "SystemdUnitRestartLoop|SystemdTimerStale"
     return [
         panel("table", "Failed units", "Every failed unit on each host, allowlisted or not.", "none",
               [target('systemd_unit_info{host=~"$host", active_state="failed"}', instant=True, table=True)]),
-        panel("table", "Stale timers", "Timers that have not fired for more than twice their own interval.", "s",
+        panel("table", "Failures in the time range", "Units whose last failure falls in the dashboard's time "
+              "range (the most recent one of each), when, and why: systemd's Result, the exit of that run and "
+              "whether systemd then gave up restarting it.", "dateTimeAsIso",
+              [target('1000 * systemd_unit_last_failure_timestamp_seconds{host=~"$host"} '
+                      '* on(host, unit) group_left(result, exit_code, exit_status, gave_up) '
+                      'systemd_unit_last_failure_info{host=~"$host"} > 1000 * ${__from:date:seconds}',
+                      instant=True, table=True)]),
+        panel("table", "Stale timers", "Timers past the stale-timer alert's own threshold "
+              "(systemd_timer_stale_threshold_seconds: a factor of the interval, or the inventory's override).", "s",
               [target('systemd_unit_seconds_since_active{host=~"$host", unit=~".+[.]timer"} > on(host, unit) '
-                      '(2 * systemd_timer_interval_seconds)', instant=True, table=True)]),
+                      'systemd_timer_stale_threshold_seconds{host=~"$host"}', instant=True, table=True)]),
         panel("stat", "Heartbeat: since last push", "Seconds since each host last pushed; above 3 intervals the "
               "heartbeat-missing alert fires.", "s",
               [target('lag(systemd_heartbeat_up{host=~"$host"}[1d])', instant=True)], options=stat_options(),
               defaults={"thresholds": {"mode": "absolute", "steps": [
                   {"color": "green", "value": None}, {"color": "red", "value": 90}]}}),
-        panel("table", "Alerts firing", "Restart-loop and stale-timer alerts firing now (vmalert's ALERTS series).",
-              "none", [target(f'ALERTS{{alertstate="firing", alertname=~"{alerts}", host=~"$host"}}',
-                              instant=True, table=True)]),
+        panel("table", "Alerts firing", "Failed-unit, restart-loop, stale-timer and mass-restart alerts firing "
+              "now (vmalert's ALERTS series).", "none",
+              [target(f'ALERTS{{alertstate="firing", alertname=~"{ALERTS_SHOWN}", host=~"$host"}}',
+                      instant=True, table=True)]),
         panel("timeseries", "Heartbeat: units reported", "How many units each host's heartbeat reports.", "none",
               [target('systemd_heartbeat_units_reported{host=~"$host"}')]),
         panel("timeseries", "Heartbeat: collection time", "How long each tick took to read systemd.", "s",
               [target('systemd_heartbeat_collect_duration_seconds{host=~"$host"}')]),
     ]
+
+
+def mass_restart_annotation() -> dict:
+    """The alert SystemdMassRestart as a region on every time series, while it fires."""
+    return {"name": "Mass restarts", "datasource": DATASOURCE, "enable": True, "hide": False,
+            "iconColor": "orange", "step": "30s",
+            "expr": 'ALERTS{alertname="SystemdMassRestart", alertstate="firing", host=~"$host"}',
+            "titleFormat": "Mass restart on {{host}}", "textFormat": "event: {{event}}",
+            "tagKeys": "host,event", "useValueForTime": False}
 
 
 def place(rows: list[tuple[str, list[dict]]]) -> list[dict]:
@@ -178,13 +209,14 @@ def place(rows: list[tuple[str, list[dict]]]) -> list[dict]:
 def systemd_monitoring_dashboard(units: list[str], title: str = "systemd units", uid: str = "systemd-units",
                                  refresh: str = "30s") -> dict:
     """The whole dashboard for an allowlist."""
-    rows = [("Overview", overview_panels())] + [(unit, unit_row_panels(unit)) for unit in units]
+    rows = [("Overview", overview_panels())]
+    rows += [(normalise_unit_pattern(unit), unit_row_panels(unit)) for unit in units]
     return {
         "uid": uid, "title": title, "tags": ["systemd", "systemd-monitoring"], "timezone": "browser",
         "editable": True, "graphTooltip": 1, "schemaVersion": SCHEMA_VERSION, "version": 1, "refresh": refresh,
         "time": {"from": "now-24h", "to": "now"}, "fiscalYearStartMonth": 0, "liveNow": False,
         "description": "Generated by systemd-monitoring from the inventory's allowlist; edits are overwritten.",
-        "annotations": {"list": []}, "links": [],
+        "annotations": {"list": [mass_restart_annotation()]}, "links": [],
         "templating": {"list": [
             {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
              "hide": 0, "refresh": 1, "options": [], "regex": ""},

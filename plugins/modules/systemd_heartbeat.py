@@ -74,6 +74,13 @@ options:
       - Send the basic credentials with the first request rather than after a 401 challenge.
     type: bool
     default: true
+  state_dir:
+    description:
+      - The heartbeat's state directory on the target (the role's C(/var/lib/systemd-heartbeat)).
+        It is read, never written, so that this push carries what the heartbeat's own ticks
+        remember (the last exit and the last failure of each unit, which systemd forgets when
+        the next run starts). Without it those come only from what systemd holds right now.
+    type: path
 attributes:
   check_mode:
     description: Can run in check mode and return what it would do without pushing.
@@ -141,9 +148,16 @@ units:
       type: int
       sample: 0
     last_exit_status:
-      description: Services, C(ExecMainStatus) (exit code or signal number); C(null) otherwise.
+      description: Services, the most recent exit of the main process (exit code or signal
+        number), as the metric C(systemd_unit_last_exit_status) (README); C(null) otherwise.
       type: int
       sample: 0
+    last_failure:
+      description: When the unit last failed (Unix seconds) and why, as the metrics
+        C(systemd_unit_last_failure_timestamp_seconds) and C(systemd_unit_last_failure_info)
+        (README); C(null) when no failure is known.
+      type: dict
+      sample: {"at": 1795960330.9, "result": "exit-code", "exit_code": "exited", "exit_status": "127", "gave_up": true}
     seconds_since_active:
       description: As the metric C(systemd_unit_seconds_since_active) (README); C(null) when unknown.
       type: float
@@ -186,21 +200,34 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.history import EXIT_CODES, observe_all
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.model import Deadline, HeartbeatError
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.otlp import encode_request, gzip
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.push import split_url
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.read import bus_socket, collect
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.shape import seconds_since_active, shape
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.state import load_memory
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import check_unit_patterns
 
 
-def unit_report(unit: dict, snapshot) -> dict:
-    """What the module returns for one unit: the states, the counters, as plain values."""
+def unit_report(unit: dict, snapshot, record: dict) -> dict:
+    """What the module returns for one unit: the states, the counters, as plain values;
+    `record` is its history (history.observe), as the heartbeat's metrics carry it."""
     def number(key):
         value = str(unit.get(key, ""))
         return int(value) if value.isdigit() and unit.get("LoadState") != "not-found" else None
 
     since = seconds_since_active(unit, snapshot.wall, snapshot.manager_start)
+    exit_status = number("ExecMainStatus")
+    if exit_status is not None and "exit_status" in record:
+        exit_status = record["exit_status"]
+    failure = None
+    if record.get("failed_at"):
+        code = record.get("failure_code", 0)
+        failure = {"at": record["failed_at"], "result": record.get("result", "unknown"),
+                   "exit_code": EXIT_CODES.get(code, ""),
+                   "exit_status": str(record.get("failure_status", 0)) if code in EXIT_CODES else "",
+                   "gave_up": bool(record.get("gave_up"))}
     return {
         "unit": unit["Unit"],
         "load_state": unit.get("LoadState", ""),
@@ -208,7 +235,8 @@ def unit_report(unit: dict, snapshot) -> dict:
         "sub_state": unit.get("SubState", ""),
         "allowlisted": bool(unit.get("Allowlisted")),
         "restarts": number("NRestarts"),
-        "last_exit_status": number("ExecMainStatus"),
+        "last_exit_status": exit_status,
+        "last_failure": failure,
         "seconds_since_active": None if since is None else round(since, 3),
     }
 
@@ -242,6 +270,7 @@ def main() -> None:
             "url_password": {"type": "str", "no_log": True},
             # fetch_url sends basic credentials up front only when asked to
             "force_basic_auth": {"type": "bool", "default": True},
+            "state_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -256,13 +285,15 @@ def main() -> None:
         # Over D-Bus, falling back to systemctl through the heartbeat's own runner, which
         # unlike module.run_command kills the child's process group at the deadline.
         bus, warnings = bus_socket("dbus")
-        snapshot = collect(patterns, Deadline(params["timeout"]), bus)
+        memory = load_memory(params["state_dir"])  # read only: the heartbeat owns it
+        snapshot = collect(patterns, Deadline(params["timeout"]), bus, remembered=memory["units"])
     except HeartbeatError as error:
         module.fail_json(msg=str(error))
     for warning in warnings + snapshot.warnings:
         module.warn(warning)
-    samples = shape(snapshot, host)
-    reports = [unit_report(unit, snapshot) for unit in snapshot.units]
+    records = observe_all(snapshot.units, memory)
+    samples = shape(snapshot, host, memory, records)
+    reports = [unit_report(unit, snapshot, records[str(unit["Unit"])]) for unit in snapshot.units]
     missing = [r["unit"] for r in reports if r["allowlisted"] and r["load_state"] == "not-found"]
     for unit in missing:
         module.warn(f"allowlisted unit {unit} does not exist on this host (LoadState=not-found)")

@@ -76,7 +76,9 @@ def pushed_tick(request, host, victoria, victoria_prometheus_naming):
 EXPECTED_NAMES = {
     "systemd_unit_active", "systemd_unit_info", "systemd_unit_restart_count_total",
     "systemd_unit_last_exit_status", "systemd_unit_last_exit_code", "systemd_unit_seconds_since_active",
-    "systemd_unit_state_change_timestamp_seconds", "systemd_timer_last_trigger_timestamp_seconds",
+    "systemd_unit_state_change_timestamp_seconds", "systemd_unit_last_failure_timestamp_seconds",
+    "systemd_unit_last_failure_info", "systemd_unit_active_enter_timestamp_seconds", "systemd_boot_timestamp_seconds",
+    "systemd_timer_last_trigger_timestamp_seconds",
     "systemd_timer_next_elapse_timestamp_seconds", "systemd_timer_interval_seconds",
     "systemd_heartbeat_up", "systemd_heartbeat_collect_duration_seconds",
     "systemd_heartbeat_units_reported", "systemd_heartbeat_units_failed",

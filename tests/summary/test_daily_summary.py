@@ -55,11 +55,16 @@ def test_markdown_report(loaded):
     assert done.returncode == 1, done.stderr
     assert done.stdout == f"""# systemd daily summary, {at(start, 0)} to {at(start, 24)}
 
-## alpha: attention: 2 failures, 1 unit restarted, 1 stale timer, 1 missing unit, 1 heartbeat gap
+## alpha: attention: 2 failures, 1 unit crashed, 1 unit restarted, 1 mass restart, 1 reboot, 1 stale timer, \
+1 missing unit, 1 heartbeat gap
 
-- failed: `backup.service` at {at(start, 2)} for 30m, last exit status 1
-- failed: `backup.service` at {at(start, 14)} for 1h00m, last exit status 9
+- failed: `backup.service` at {at(start, 2)} for 30m: exit-code, exit status 1
+- failed: `backup.service` at {at(start, 14)} for 1h00m: signal, killed by signal 9; systemd gave up restarting it
+- crashed: `web.service` failed 12 times and was restarted, the last at {at(start, 10, 5, 55)}: exit-code, exit status 3
 - restarted: `web.service` 12 times
+- mass restart: 3 load-bearing units restarted or failed from {at(start, 12, 0, 10)} to {at(start, 12, 1, 30)}: \
+`api.service`, `cache.service`, `db.service`
+- reboot: the host booted at {at(start, 20)}
 - stale timer: `job.timer` from {at(start, 6, 0, 30)} for 1h59m
 - missing: `typo.service` is allowlisted but not-found
 - heartbeat gap: nothing pushed from {at(start, 18)} to {at(start, 18, 20)} (20m)
@@ -79,10 +84,17 @@ def test_json_report(loaded):
     alpha = report["hosts"]["alpha"]
     assert alpha["failed"] == [
         {"unit": "backup.service", "since": at(start, 2), "until": at(start, 2, 29, 30), "duration": "30m",
-         "seconds": 1800, "ongoing": False, "last_exit_status": 1},
+         "seconds": 1800, "ongoing": False, "last_exit_status": 1, "result": "exit-code", "exit_code": "exited",
+         "exit_status": 1, "gave_up": False},
         {"unit": "backup.service", "since": at(start, 14), "until": at(start, 14, 59, 30), "duration": "1h00m",
-         "seconds": 3600, "ongoing": False, "last_exit_status": 9}]
+         "seconds": 3600, "ongoing": False, "last_exit_status": 9, "result": "signal", "exit_code": "killed",
+         "exit_status": 9, "gave_up": True}]
+    assert alpha["crashed"] == [{"unit": "web.service", "failures": 12, "last": at(start, 10, 5, 55),
+                                 "result": "exit-code", "exit_code": "exited", "exit_status": 3, "gave_up": False}]
     assert alpha["restarted"] == [{"unit": "web.service", "restarts": 12}]
+    assert alpha["mass_restarts"] == [{"from": at(start, 12, 0, 10), "to": at(start, 12, 1, 30),
+                                       "units": ["api.service", "cache.service", "db.service"]}]
+    assert alpha["reboots"] == [{"at": at(start, 20)}]
     assert alpha["stale_timers"] == [{"unit": "job.timer", "since": at(start, 6, 0, 30), "until": at(start, 7, 59, 30),
                                       "duration": "1h59m", "seconds": 7170, "ongoing": False}]
     assert alpha["missing"] == [{"unit": "typo.service", "load_state": "not-found"}]
@@ -91,7 +103,23 @@ def test_json_report(loaded):
     assert report["hosts"]["beta"]["verdict"] == "healthy"
     assert report["hosts"]["beta"]["restarted"] == []  # a flat non-zero counter is not a restart
     assert report["hosts"]["gamma"]["verdict"] == "no data: the heartbeat pushed nothing in the window"
-    assert report["queries"] == 7
+    assert report["queries"] == 9
+
+
+def test_units_named_as_in_the_allowlist(loaded):
+    """--unit reads names as the heartbeat does: `web` is web.service, globs match."""
+    url, start, end = loaded
+    done = summary("--url", url, "--since", str(start), "--until", str(end), "--host", "alpha", "--unit", "web",
+                   "--json")
+    alpha = json.loads(done.stdout)["hosts"]["alpha"]
+    assert [c["unit"] for c in alpha["crashed"]] == ["web.service"] and alpha["failed"] == []
+    assert alpha["mass_restarts"] == [] and alpha["reboots"] == [{"at": at(start, 20)}]  # a reboot is the host's
+    done = summary("--url", url, "--since", str(start), "--until", str(end), "--host", "alpha", "--unit", "*.timer",
+                   "--json")
+    alpha = json.loads(done.stdout)["hosts"]["alpha"]
+    assert [s["unit"] for s in alpha["stale_timers"]] == ["job.timer"] and alpha["crashed"] == []
+    done = summary("--url", url, "--since", "1h", "--unit", "bad name")
+    assert done.returncode == 64 and "--unit: bad unit 'bad name'" in done.stderr
 
 
 def test_a_clean_host_exits_zero(loaded):

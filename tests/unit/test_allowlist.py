@@ -44,3 +44,22 @@ def test_unit_flag_is_checked_the_same_way(heartbeat):
 def test_root_slice_name_is_valid(heartbeat):
     assert heartbeat.unit_pattern_problem("-.slice") is None
     assert heartbeat.unit_pattern_problem("-.mount") is None
+
+
+def test_the_roles_filters_are_the_heartbeats_reading_of_a_name(heartbeat):
+    """plugins/filter/systemd_units.py (the alert rules' overrides, preflight) is units.py."""
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, str(ROOT / "plugins/filter"))
+    import systemd_units
+
+    filters = systemd_units.FilterModule().filters()
+    for entry in ("k3s", "getty@tty1", "*-backup.timer", "foo\\x2dbar.timer", "a[!b]?.timer"):
+        assert filters["systemd_unit_name"](entry) == heartbeat.normalise_unit_pattern(entry)
+        assert filters["systemd_unit_matcher"](entry) == heartbeat.unit_matcher(entry)
+        assert filters["systemd_unit_problem"](entry) == ""
+    assert filters["systemd_unit_problem"]("bad name.timer").startswith("character ' '")
+    assert filters["systemd_unit_matcher"]("k3s") == 'unit="k3s.service"'
+    assert filters["systemd_unit_matcher"]("*-backup.timer") == 'unit=~".*-backup[.]timer"'

@@ -103,3 +103,54 @@ def test_ansible_doc_renders_the_grafana_module():
                            "grafana_dashboard_sync"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "folder_uid" in done.stdout and "check_mode" in done.stdout
+
+
+NAMES = {  # allowlist entry -> (row title, the matcher every query of its row uses)
+    "k3s": ("k3s.service", 'unit="k3s.service"'),
+    "coily-audit-dashboard.timer": ("coily-audit-dashboard.timer", 'unit="coily-audit-dashboard.timer"'),
+    "lab-worker@one": ("lab-worker@one.service", 'unit="lab-worker@one.service"'),
+    "*-server.service": ("*-server.service", 'unit=~".*-server[.]service"'),
+    "getty@*.service": ("getty@*.service", 'unit=~"getty@.*[.]service"'),
+    "foo\\x2dbar": ("foo\\x2dbar.service", 'unit="foo\\\\x2dbar.service"'),
+    "infrastructure-auto-pull.path": ("infrastructure-auto-pull.path", 'unit="infrastructure-auto-pull.path"'),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(NAMES))
+def test_each_row_asks_for_the_unit_the_heartbeat_reports(entry, heartbeat):
+    """One normalisation (the heartbeat's units.unit_matcher): a bare name is its .service, so
+    the row of `k3s` asks for unit="k3s.service", as the heartbeat reports it."""
+    title, matcher = NAMES[entry]
+    assert heartbeat.normalise_unit_pattern(entry) == title and heartbeat.unit_matcher(entry) == matcher
+    dashboard = systemd_dashboard.systemd_monitoring_dashboard([entry])
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Overview", title]
+    exprs = [t["expr"] for p in dashboard["panels"][len(overview_panels()) + 2:] for t in p["targets"]]
+    assert exprs and all(matcher in expr for expr in exprs)
+    assert all("unit=" in expr for expr in exprs)
+
+
+def overview_panels():
+    return systemd_dashboard.overview_panels()
+
+
+@pytest.mark.parametrize("unit", ["web.service", "job.timer", "deploy.path", "app.socket", "data.mount", "apps.slice"])
+def test_every_unit_row_shows_its_last_failure_and_why(unit):
+    panels = systemd_dashboard.unit_row_panels(unit)
+    (failure,) = [p for p in panels if p["title"] == "Last failure"]
+    expr = failure["targets"][0]["expr"]
+    assert "time() - systemd_unit_last_failure_timestamp_seconds" in expr
+    assert "group_left(result, exit_code, exit_status, gave_up) systemd_unit_last_failure_info" in expr
+    if unit.endswith(".service"):  # next to its restarts
+        titles = [p["title"] for p in panels]
+        assert titles.index("Last failure") == titles.index("Restarts") + 1
+
+
+def test_the_overview_lists_the_failures_in_the_time_range_and_stale_timers_use_the_alerts_threshold(dashboard):
+    overview = {p["title"]: p for p in dashboard["panels"] if p["type"] != "row"}
+    failures = overview["Failures in the time range"]["targets"][0]["expr"]
+    assert "> 1000 * ${__from:date:seconds}" in failures and "systemd_unit_last_failure_info" in failures
+    stale = overview["Stale timers"]["targets"][0]["expr"]
+    assert "> on(host, unit) systemd_timer_stale_threshold_seconds" in stale and "2 *" not in stale
+    (annotation,) = dashboard["annotations"]["list"]
+    assert annotation["expr"] == 'ALERTS{alertname="SystemdMassRestart", alertstate="firing", host=~"$host"}'

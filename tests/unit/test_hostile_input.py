@@ -148,7 +148,7 @@ def test_unreadable_or_corrupt_memory_is_ignored(tmp_path):
     def with_checksum(data: bytes) -> bytes:
         return zlib.crc32(data).to_bytes(4, "little") + data
 
-    empty = {"series": [], "intervals": {}, "calendar": {}, "spool_dropped": {}}
+    empty = {"series": [], "intervals": {}, "calendar": {}, "spool_dropped": {}, "units": {}}
     (tmp_path / hb.MEMORY_FILE).write_bytes(b"{not marshal")
     assert hb.load_memory(str(tmp_path)) == empty
     (tmp_path / hb.MEMORY_FILE).write_bytes(with_checksum(b"{not marshal"))

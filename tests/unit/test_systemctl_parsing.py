@@ -1,4 +1,4 @@
-"""Parsing captured real systemctl answers (systemd 252, lab-host2 with tests/fixture_units.py).
+"""Parsing captured real systemctl answers (systemd 252, a lab host with tests/fixture_units.py).
 
 Re-capture with tests/fixtures/capture.sh. Older systemd prints "n/a" or nothing for a
 timestamp that never happened; those variants are derived from the capture below.
@@ -11,13 +11,13 @@ from helpers import FIXTURES
 
 CAPTURE = FIXTURES / "systemd-252"
 WALL, UPTIME = (float(x) for x in (CAPTURE / "captured-at.txt").read_text().split())
-BOOT = 1795807735.0  # init.scope ActiveEnterTimestamp: Fri 2026-11-27 19:28:55 UTC
+BOOT = 1795963144.0  # init.scope ActiveEnterTimestamp: Sun 2026-11-29 14:39:04 UTC
 
 
 def stamp(hms: str) -> float:
-    """Seconds since the epoch of 2026-11-27 HH:MM:SS UTC (the capture's day)."""
+    """Seconds since the epoch of 2026-11-29 HH:MM:SS UTC (the capture's day)."""
     hour, minute, second = (int(x) for x in hms.split(":"))
-    return 1795737600.0 + hour * 3600 + minute * 60 + second
+    return 1795910400.0 + hour * 3600 + minute * 60 + second
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,8 @@ def test_manager_start_is_init_scope_activation(snapshot):
 def test_repeated_timer_properties_are_kept_as_lists(heartbeat):
     block = heartbeat.parse_show((CAPTURE / "show.txt").read_text())[5]
     assert block["Id"] == "lab-job.timer"
-    assert block["TimersMonotonic"] == ["{ OnUnitActiveUSec=20s ; next_elapse=9min 47.220906s }",
-                                        "{ OnActiveUSec=1s ; next_elapse=8min 14.914802s }"]
+    assert block["TimersMonotonic"] == ["{ OnUnitActiveUSec=20s ; next_elapse=1h 29min 27.492486s }",
+                                        "{ OnActiveUSec=1s ; next_elapse=1h 29min 7.454608s }"]
 
 
 def test_active_service(samples):
@@ -67,7 +67,7 @@ def test_signal_death_shows_signal_number_and_code_killed(samples):
     assert samples[("systemd_unit_last_exit_code", ("lab-killed.service",))] == 2  # killed
     assert samples[("systemd_unit_active", ("lab-killed.service", "failed"))] == 0
     assert samples[("systemd_unit_seconds_since_active", ("lab-killed.service",))] == \
-        pytest.approx(WALL - stamp("19:30:33"), abs=0.01)
+        pytest.approx(WALL - stamp("14:42:07"), abs=0.01)
 
 
 def test_failed_unit_outside_allowlist_is_reported_and_marked(samples):
@@ -80,25 +80,25 @@ def test_failed_unit_outside_allowlist_is_reported_and_marked(samples):
 def test_oneshot_counts_from_its_last_run(samples):
     assert samples[("systemd_unit_active", ("lab-job.service", "dead"))] == 0
     assert samples[("systemd_unit_seconds_since_active", ("lab-job.service",))] == \
-        pytest.approx(WALL - stamp("19:30:35"), abs=0.01)
+        pytest.approx(WALL - stamp("14:42:08"), abs=0.01)
 
 
 def test_timer_with_a_last_trigger(samples):
-    assert samples[("systemd_timer_last_trigger_timestamp_seconds", ("lab-job.timer",))] == stamp("19:30:35")
+    assert samples[("systemd_timer_last_trigger_timestamp_seconds", ("lab-job.timer",))] == stamp("14:42:08")
     assert samples[("systemd_unit_seconds_since_active", ("lab-job.timer",))] == \
-        pytest.approx(WALL - stamp("19:30:35"), abs=0.01)
+        pytest.approx(WALL - stamp("14:42:08"), abs=0.01)
     assert samples[("systemd_timer_interval_seconds", ("lab-job.timer",))] == 20  # OnUnitActiveSec
-    # a monotonic next elapse (9min 47.22s after boot) placed on the wall clock
+    # a monotonic next elapse (1h 29min 27.49s after the machine's boot) placed on the wall clock
     assert samples[("systemd_timer_next_elapse_timestamp_seconds", ("lab-job.timer",))] == \
-        pytest.approx(WALL + 587.220906 - UPTIME, abs=0.01)
+        pytest.approx(WALL + 5367.492486 - UPTIME, abs=0.01)
 
 
 def test_timer_that_never_triggered_counts_from_activation(samples):
     key = ("lab-calendar.timer",)
     assert ("systemd_timer_last_trigger_timestamp_seconds", key) not in samples
     assert samples[("systemd_unit_seconds_since_active", key)] == \
-        pytest.approx(WALL - stamp("19:29:22"), abs=0.01)
-    assert samples[("systemd_timer_next_elapse_timestamp_seconds", key)] == 1795835820.0  # 28th 03:17
+        pytest.approx(WALL - stamp("14:42:07"), abs=0.01)
+    assert samples[("systemd_timer_next_elapse_timestamp_seconds", key)] == 1796008620.0  # 30th 03:17
     # never fired and no systemd-analyze answer given: no interval yet
     assert ("systemd_timer_interval_seconds", key) not in samples
 
@@ -111,6 +111,22 @@ def test_not_found_unit_still_reports_with_its_load_state(samples):
     # never active since boot: counts from the manager's start
     assert samples[("systemd_unit_seconds_since_active", ("lab-missing.service",))] == \
         pytest.approx(WALL - BOOT, abs=0.01)
+
+
+def test_why_each_unit_last_failed(samples):
+    """Result, the exit and 'gave up' as systemctl shows them (Restart=no: nothing to give up)."""
+    def failure(unit):
+        (labels,) = [k[1] for k in samples if k[0] == "systemd_unit_last_failure_info" and k[1][0] == unit]
+        return labels[1:], samples[("systemd_unit_last_failure_timestamp_seconds", (unit,))]
+
+    # waiting for its automatic restart: failed when its main process exited
+    assert failure("lab-crashloop.service") == (("exit-code", "exited", "3", "false"), stamp("14:42:17"))
+    assert failure("lab-killed.service") == (("signal", "killed", "9", "false"), stamp("14:42:07"))
+    assert failure("lab-broken.service") == (("exit-code", "exited", "42", "false"), stamp("14:42:07"))
+    assert not [k for k in samples if k[0] == "systemd_unit_last_failure_info" and k[1][0] == "lab-active.service"]
+    assert samples[("systemd_unit_active_enter_timestamp_seconds", ("lab-active.service",))] == stamp("14:42:07")
+    assert ("systemd_unit_active_enter_timestamp_seconds", ("lab-job.service",)) not in samples  # never active
+    assert samples[("systemd_boot_timestamp_seconds", ())] == BOOT
 
 
 def test_escaped_and_template_instance_names_are_kept_verbatim(samples):

@@ -152,15 +152,18 @@ def read_patterns(args) -> list[str]:
 
 
 def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, source: str = "dbus", run=None):
-    """Read and shape one tick: (samples without staleness markers, snapshot, memory)."""
+    """Read and shape one tick: (samples without staleness markers, snapshot, memory), where
+    memory is what the last push left, with this tick's history records ("units") and wall
+    time ("wall") for the next (history.py)."""
+    from .history import observe_all
     from .read import bus_socket, collect
     from .shape import calendar_expressions, shape
     from .state import load_memory
 
+    memory = load_memory(state_dir)  # first: the bus asks less of what it already knows
     bus, warnings = bus_socket(source)
-    snapshot = collect(patterns, deadline, bus, run)
+    snapshot = collect(patterns, deadline, bus, run, memory["units"])
     snapshot.warnings[:0] = warnings
-    memory = load_memory(state_dir)
     calendar = memory.get("calendar", {})
     wanted = calendar_expressions(snapshot.units, calendar)
     if wanted:
@@ -171,7 +174,10 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
         except HeartbeatError as error:  # only the period of a timer that never fired is missing
             snapshot.warnings.append(f"cannot read calendar periods: {error}")
     memory["calendar"] = calendar
-    return shape(snapshot, host, memory), snapshot, memory
+    records = observe_all(snapshot.units, memory)
+    samples = shape(snapshot, host, memory, records)
+    memory["next"] = {"units": records, "wall": snapshot.wall}
+    return samples, snapshot, memory
 
 
 def format_value(value: "float | None") -> str:
@@ -285,7 +291,11 @@ def deliver(args, endpoint, samples: list[tuple], snapshot, memory: dict, waitin
         return fail(failure)
     # A spooled payload will reach VictoriaMetrics before the next tick's: remember it too.
     # A rejected one never will: keep the last push's series, count the drop.
-    keep = dict(memory, spool_dropped=dropped) if rejected else pushed_memory(samples, memory["calendar"], dropped)
+    if rejected:
+        keep = dict(memory, spool_dropped=dropped)
+        keep.pop("next", None)
+    else:
+        keep = pushed_memory(samples, memory["calendar"], dropped, memory["next"])
     try:
         remember(args.state_dir, keep)
     except OSError as error:

@@ -6,13 +6,15 @@ import time
 from .model import Snapshot
 
 
-def collect(patterns: list[str], deadline, bus: "str | None" = None, run=None) -> Snapshot:
+def collect(patterns: list[str], deadline, bus: "str | None" = None, run=None, remembered=None) -> Snapshot:
     """Read the state of the allowlisted and failed units.
 
     With `bus` (the system bus socket's path: the heartbeat's and the module's default), over
     D-Bus; without it, or when the bus fails or misbehaves, with two systemctl calls through
     `run(argv, deadline)` (read_systemctl.run_command by default), which returns a command's
-    stdout. Running out of time is not a reason to try systemctl: it raises.
+    stdout. Running out of time is not a reason to try systemctl: it raises. `remembered`
+    (the last tick's history records, by unit) spares the bus the properties that cannot have
+    changed since; systemctl shows them all anyway.
     """
     started = time.monotonic()
     warnings = []
@@ -22,7 +24,7 @@ def collect(patterns: list[str], deadline, bus: "str | None" = None, run=None) -
         connection = None
         try:
             connection = SystemBus(bus, deadline)
-            units, manager_start, warnings = read_over_bus(patterns, connection, deadline)
+            units, manager_start, warnings = read_over_bus(patterns, connection, deadline, remembered)
         except BusFailure as error:
             warnings = [f"{error}; reading through systemctl instead"]
         else:

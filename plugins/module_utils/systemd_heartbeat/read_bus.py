@@ -16,6 +16,7 @@ import struct
 from .bus_wire import ERROR, Malformed, decode_body, fixed_header, header_fields, marshal_string_array, \
     marshal_strings, method_call, unit_path
 from .model import DeadlineExceeded, HeartbeatError
+from .history import state_changed, unexplained_restarts
 from .units import is_glob, is_unit_name, select_units, unit_type
 from .values import is_integer, parse_timestamp
 
@@ -37,8 +38,11 @@ AUTH_LINE_MAX = 512
 
 # The properties a unit's metrics need beyond its listing (load, active and sub state), by
 # unit type; they mirror read_systemctl.SHOW_PROPERTIES. Each Get costs systemd and
-# dbus-daemon ~45 µs, so what only a unit that is not active needs (when it stopped; a
-# oneshot's last run) is asked for those alone, once their state is known.
+# dbus-daemon ~45 µs, so what only some units need is asked for those alone, once their state
+# is known: a unit that is not active (when it stopped; a oneshot's last run; why it ended),
+# a failed one (why; whether systemd will restart it), a service restarted since the last
+# tick (its policy, when it went down), a unit whose state changed since the last tick (when
+# it entered active). history.py says what each is for.
 BUS_PROPERTIES = {
     "service": ((SERVICE_INTERFACE, "NRestarts"), (SERVICE_INTERFACE, "ExecMainCode"),
                 (SERVICE_INTERFACE, "ExecMainStatus")),
@@ -53,9 +57,22 @@ BUS_PROPERTIES = {
 # drop it again, about 0.2 ms of systemd's and dbus-daemon's CPU each (BENCHMARKS.md).
 STOPPED_PROPERTIES = {
     "service": ((SERVICE_INTERFACE, "Type"), (UNIT_INTERFACE, "ActiveExitTimestamp"),
-                (SERVICE_INTERFACE, "ExecMainStartTimestamp"), (SERVICE_INTERFACE, "ExecMainExitTimestamp")),
+                (SERVICE_INTERFACE, "ExecMainStartTimestamp"), (SERVICE_INTERFACE, "ExecMainExitTimestamp"),
+                (SERVICE_INTERFACE, "Result")),
     "timer": (),  # a timer counts from its last trigger, whatever its state
 }
+# Each type that can fail says why in its own interface's Result (slices, targets and
+# devices have none).
+FAILED_PROPERTIES = {
+    "service": ((SERVICE_INTERFACE, "Restart"),),
+    **{kind: ((f"org.freedesktop.systemd1.{kind.capitalize()}", "Result"),)
+       for kind in ("socket", "mount", "swap", "automount", "path", "timer", "scope")},
+}
+RESTARTED_PROPERTIES = {
+    "service": ((SERVICE_INTERFACE, "Restart"), (UNIT_INTERFACE, "ActiveExitTimestamp"),
+                (UNIT_INTERFACE, "InactiveEnterTimestamp")),
+}
+CHANGED_PROPERTIES = ((UNIT_INTERFACE, "ActiveEnterTimestamp"),)
 
 
 def _timers(element_types: tuple):
@@ -72,10 +89,15 @@ def _is_string(value) -> bool:
     return isinstance(value, str)
 
 
+def _is_word(value) -> bool:
+    """A short string that becomes a label value (Result, Restart)."""
+    return isinstance(value, str) and 0 < len(value) <= 64
+
+
 _INTEGER = is_integer
 PROPERTY_CHECKS = {
     "NRestarts": _INTEGER, "ExecMainCode": _INTEGER, "ExecMainStatus": _INTEGER,
-    "Type": _is_string,
+    "Type": _is_string, "Result": _is_word, "Restart": _is_word,
     "TimersMonotonic": _timers((str, int, int)), "TimersCalendar": _timers((str, str, int)),
 }
 
@@ -266,7 +288,15 @@ def listing_rows(reply, what: str) -> list[tuple]:
 
 
 def property_calls(unit: dict, path: str, wanted) -> list[tuple]:
-    return [(unit, prop, get_property(path, interface, prop)) for interface, prop in wanted]
+    """Gets for the properties in `wanted` that the unit has not been asked yet (the tables
+    overlap: a failed service that restarted needs Restart once)."""
+    asked = unit.setdefault("_asked", set())
+    calls = []
+    for interface, prop in wanted:
+        if prop not in asked:
+            asked.add(prop)
+            calls.append((unit, prop, get_property(path, interface, prop)))
+    return calls
 
 
 def own_properties(kind: str) -> tuple:
@@ -274,12 +304,36 @@ def own_properties(kind: str) -> tuple:
     return ((UNIT_INTERFACE, "StateChangeTimestamp"), *BUS_PROPERTIES.get(kind, ()))
 
 
-def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> "tuple[list[dict], float | None, list[str]]":
-    """The allowlisted and failed units over D-Bus, in two pipelined rounds. The first: the
-    listings, and each allowlisted unit's own properties (its object path follows from its
-    name). The second: units only the listings named (globs, failed) and what a unit that is
-    not active needs. Unit dicts hold systemd's raw values (µs timestamps). Returns (units,
-    when the manager started, warnings)."""
+def state_properties(kind: str, active_state: str) -> tuple:
+    """What a unit needs in its state (from the listing): STOPPED_, then FAILED_PROPERTIES."""
+    if active_state in ("active", "reloading"):
+        return ()
+    wanted = STOPPED_PROPERTIES.get(kind, ((UNIT_INTERFACE, "ActiveExitTimestamp"),))
+    return wanted + FAILED_PROPERTIES.get(kind, ()) if active_state == "failed" else wanted
+
+
+def history_properties(unit: dict, kind: str, before: "dict | None") -> tuple:
+    """What a unit needs given what the last tick saw of it (its own properties answered):
+    CHANGED_PROPERTIES if its state changed since (never, for a unit whose state never
+    changed since systemd loaded it: it was never active), RESTARTED_PROPERTIES if systemd
+    restarted it since without a failure the heartbeat saw (history.py)."""
+    changed = unit.get("StateChangeTimestamp")
+    wanted = CHANGED_PROPERTIES if changed != 0 and state_changed(before, changed) else ()
+    if unexplained_restarts(before, unit.get("NRestarts")):
+        wanted += RESTARTED_PROPERTIES.get(kind, ())
+    return wanted
+
+
+def read_over_bus(patterns: list[str], bus: SystemBus, deadline,
+                  remembered: "dict | None" = None) -> "tuple[list[dict], float | None, list[str]]":
+    """The allowlisted and failed units over D-Bus, in two pipelined rounds, three when a
+    unit only the listings named changed since the last tick. The first: the listings, and
+    each allowlisted unit's own properties (its object path follows from its name). The
+    second: units only the listings named (globs, failed), what a unit needs in its state,
+    and what an allowlisted unit needs given `remembered` (the last tick's history records,
+    by unit); the third: that, for the units of the second. Unit dicts hold systemd's raw
+    values (µs timestamps). Returns (units, when the manager started, warnings)."""
+    remembered = remembered or {}
     exact = [p for p in patterns if not is_glob(p)]
     listing_call = ((MANAGER_PATH, MANAGER_INTERFACE, "ListUnits", "", b"", LISTING) if len(exact) < len(patterns)
                     else (MANAGER_PATH, MANAGER_INTERFACE, "ListUnitsFiltered", "as",
@@ -302,7 +356,7 @@ def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> "tuple[list[
     if exact:
         rows.update(allowlisted_rows(exact, replies[2], bus, deadline, warnings))
     names, allowlisted = select_units([p for p in patterns if p in rows or is_glob(p)], [row[:4] for row in loaded])
-    units, gets = [], []
+    units, gets, later = [], [], []
     for name in names:
         if name not in asked and not is_unit_name(name):
             warnings.append(f"skipping a unit systemd listed with an invalid name: {name[:80]!r}")
@@ -313,11 +367,22 @@ def read_over_bus(patterns: list[str], bus: SystemBus, deadline) -> "tuple[list[
                     Allowlisted=name in allowlisted)
         kind = unit_type(name)
         if path != paths.get(name):  # not asked yet (or asked at another path: an alias's)
+            unit["_asked"] = set()
             gets += property_calls(unit, path, own_properties(kind))
-        if active_state not in ("active", "reloading") and unit.get("StateChangeTimestamp") != 0:
-            gets += property_calls(unit, path, STOPPED_PROPERTIES.get(kind, ((UNIT_INTERFACE, "ActiveExitTimestamp"),)))
+            later.append((unit, path, kind))
+        else:
+            gets += property_calls(unit, path, history_properties(unit, kind, remembered.get(name)))
+        if unit.get("StateChangeTimestamp") != 0:  # 0: never started nor stopped since loaded
+            gets += property_calls(unit, path, state_properties(kind, active_state))
         units.append(unit)
     store_answers(gets, bus.call_all([get[2] for get in gets], deadline))
+    gets = []
+    for unit, path, kind in later:
+        gets += property_calls(unit, path, history_properties(unit, kind, remembered.get(unit["Unit"])))
+    if gets:
+        store_answers(gets, bus.call_all([get[2] for get in gets], deadline))
+    for unit in units:
+        unit.pop("_asked", None)
     return units, manager_start, warnings
 
 

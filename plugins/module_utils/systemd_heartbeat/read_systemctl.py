@@ -12,11 +12,15 @@ from .model import DeadlineExceeded, HeartbeatError
 from .units import is_glob, is_unit_name, select_units
 from .values import parse_timestamp
 
-# Properties one batched `systemctl show` asks for. Id is always asked: it names each block.
+# Properties one batched `systemctl show` asks for: every one the D-Bus reader may ask
+# (read_bus.BUS_PROPERTIES and the tables after it). `systemctl show` fetches them all from
+# systemd whatever -p says, so asking for all costs nothing. Id is always asked: it names
+# each block.
 SHOW_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Type", "NRestarts",
     "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp",
-    "ActiveEnterTimestamp", "ActiveExitTimestamp", "StateChangeTimestamp",
+    "ActiveEnterTimestamp", "ActiveExitTimestamp", "InactiveEnterTimestamp", "StateChangeTimestamp",
+    "Result", "Restart",
     "LastTriggerUSec", "NextElapseUSecRealtime", "NextElapseUSecMonotonic",
     "TimersMonotonic", "TimersCalendar",
 )

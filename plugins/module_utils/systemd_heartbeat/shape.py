@@ -6,16 +6,21 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_unit_active{sub_state}          1 when ActiveState is "active", else 0
   systemd_unit_info{load_state,active_state,sub_state,unit_type,allowlisted}   always 1
   systemd_unit_restart_count_total        NRestarts (services), cumulative monotonic Sum
-  systemd_unit_last_exit_status           ExecMainStatus: exit code, or signal number
-  systemd_unit_last_exit_code             ExecMainCode: 0 never ran, 1 exited, 2 killed, 3 dumped
+  systemd_unit_last_exit_status           the most recent exit seen (history.py): exit code or signal
+  systemd_unit_last_exit_code             its code: 0 none seen, 1 exited, 2 killed, 3 dumped
+  systemd_unit_last_failure_timestamp_seconds   the last failure seen (history.py)
+  systemd_unit_last_failure_info{result,exit_code,exit_status,gave_up}   always 1: its reason
+  systemd_unit_active_enter_timestamp_seconds   ActiveEnterTimestamp: when it last became active
   systemd_unit_seconds_since_active       see seconds_since_active()
   systemd_unit_state_change_timestamp_seconds
   systemd_timer_last_trigger_timestamp_seconds, systemd_timer_next_elapse_timestamp_seconds,
   systemd_timer_interval_seconds
+  systemd_boot_timestamp_seconds          when the service manager started: the boot
   systemd_heartbeat_up, systemd_heartbeat_collect_duration_seconds,
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed,
   systemd_heartbeat_spooled_payloads, systemd_heartbeat_spool_dropped_total{reason}
 """
+from .history import EXIT_CODES, observe, observe_all
 from .model import DROP_REASONS, Snapshot
 from .units import unique, unit_type
 from .values import as_int, parse_timer_settings, parse_timespan, parse_timestamp
@@ -111,11 +116,12 @@ def seconds_since_active(unit: dict, now: float, manager_start: "float | None") 
 
 
 def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval: "float | None" = None,
-                 calendar: "dict | None" = None) -> list[tuple]:
-    """Every sample one unit contributes."""
+                 calendar: "dict | None" = None, record: "dict | None" = None) -> list[tuple]:
+    """Every sample one unit contributes; `record` is its history this tick (history.observe)."""
     now, manager_start = snapshot.wall, snapshot.manager_start
     name = str(unit["Unit"])
     kind = unit_type(name)
+    record = observe(unit, None, None) if record is None else record
     base = (("unit", name), ("host", host))
     active_state = str(unit.get("ActiveState", ""))
     sub_state = str(unit.get("SubState", ""))
@@ -133,11 +139,17 @@ def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval:
     restarts = as_int(unit.get("NRestarts", ""))
     if is_service and restarts is not None:
         samples.append(("systemd_unit_restart_count_total", "counter", base, float(restarts)))
-    status, code = as_int(unit.get("ExecMainStatus", "")), as_int(unit.get("ExecMainCode", ""))
+    # the most recent exit seen; before any, what systemd says (0: none)
+    status = record.get("exit_status", as_int(unit.get("ExecMainStatus", "")))
+    code = record.get("exit_code", as_int(unit.get("ExecMainCode", "")))
     if is_service and status is not None:
         samples.append(("systemd_unit_last_exit_status", "gauge", base, float(status)))
     if is_service and code is not None:
         samples.append(("systemd_unit_last_exit_code", "gauge", base, float(code)))
+    if record.get("failed_at"):
+        samples += failure_samples(record, base)
+    if record.get("entered"):
+        samples.append(("systemd_unit_active_enter_timestamp_seconds", "gauge", base, record["entered"]))
     since = seconds_since_active(unit, now, manager_start)
     if since is not None:
         samples.append(("systemd_unit_seconds_since_active", "gauge", base, round(since, 3)))
@@ -158,11 +170,25 @@ def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval:
     return samples
 
 
-def health_samples(host: str, duration: float, units: list[dict]) -> list[tuple]:
-    """The heartbeat's own health: alive, how long collection took, how much it saw."""
+def failure_samples(record: dict, base: tuple) -> list[tuple]:
+    """When the unit last failed, and why: Result, the exit of that run (empty when it had
+    none, or when the failure was seen only through the restart counter and no earlier one
+    was), and whether systemd then gave up restarting it."""
+    code = record.get("failure_code", 0)
+    reason = (("result", str(record.get("result", "unknown"))), ("exit_code", EXIT_CODES.get(code, "")),
+              ("exit_status", str(record.get("failure_status", 0)) if code in EXIT_CODES else ""),
+              ("gave_up", "true" if record.get("gave_up") else "false"))
+    return [("systemd_unit_last_failure_timestamp_seconds", "gauge", base, record["failed_at"]),
+            ("systemd_unit_last_failure_info", "gauge", base + reason, 1.0)]
+
+
+def health_samples(host: str, duration: float, units: list[dict], boot: "float | None" = None) -> list[tuple]:
+    """The heartbeat's own health: alive, how long collection took, how much it saw; and when
+    the host's service manager started (a new value is a reboot)."""
     labels = (("host", host),)
     failed = sum(1 for u in units if u.get("ActiveState") == "failed")
-    return [
+    booted = [("systemd_boot_timestamp_seconds", "gauge", labels, boot)] if boot else []
+    return booted + [
         ("systemd_heartbeat_up", "gauge", labels, 1.0),
         ("systemd_heartbeat_collect_duration_seconds", "gauge", labels, round(duration, 6)),
         ("systemd_heartbeat_units_reported", "gauge", labels, float(len(units))),
@@ -182,14 +208,18 @@ def spool_samples(host: str, waiting: int, dropped: dict) -> list[tuple]:
     return samples
 
 
-def shape(snapshot: Snapshot, host: str, memory: "dict | None" = None) -> list[tuple]:
-    """All samples of one tick."""
+def shape(snapshot: Snapshot, host: str, memory: "dict | None" = None, records: "dict | None" = None) -> list[tuple]:
+    """All samples of one tick. `records`: each unit's history this tick (history.observe_all
+    of the snapshot and `memory`, computed here when not given)."""
     memory = memory or {}
     intervals, calendar = memory.get("intervals", {}), memory.get("calendar", {})
+    if records is None:
+        records = observe_all(snapshot.units, memory)
     samples = []
     for unit in snapshot.units:
-        samples.extend(unit_samples(unit, host, snapshot, intervals.get(unit["Unit"]), calendar))
-    samples.extend(health_samples(host, snapshot.duration, snapshot.units))
+        samples.extend(unit_samples(unit, host, snapshot, intervals.get(unit["Unit"]), calendar,
+                                    records.get(str(unit["Unit"]))))
+    samples.extend(health_samples(host, snapshot.duration, snapshot.units, snapshot.manager_start))
     return samples
 
 

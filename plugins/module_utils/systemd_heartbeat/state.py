@@ -133,6 +133,38 @@ def loads_bounded(loads, data: bytes):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def _is_time(value) -> bool:
+    """A Unix time in seconds (0: none), as history.py keeps them."""
+    return isinstance(value, float) and 0 <= value < 1e11
+
+
+def _is_small_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 32) <= value <= 1 << 32
+
+
+def _is_word(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+# A history record's fields (history.py) and what each must be; a field that is not is dropped.
+RECORD_FIELDS = {
+    "changed": _is_time, "entered": _is_time, "failed_at": _is_time, "restarts": _is_small_int,
+    "pending": _is_bool, "gave_up": _is_bool, "exit_code": _is_small_int, "exit_status": _is_small_int,
+    "failure_code": _is_small_int, "failure_status": _is_small_int, "result": _is_word,
+}
+
+
+def well_formed_record(record) -> "dict | None":
+    """A history record with only its well-formed fields; None for anything but a dict."""
+    if not isinstance(record, dict):
+        return None
+    return {key: value for key, value in record.items() if (check := RECORD_FIELDS.get(key)) and check(value)}
+
+
 def well_formed(memory) -> dict:
     """Only what has the expected type, entry by entry: a bad entry costs itself, not the rest.
     A series is (name, kind, labels) with a tuple of labels; the labels' own shape, (key,
@@ -152,6 +184,12 @@ def well_formed(memory) -> dict:
     dropped = memory.get("spool_dropped")
     checked["spool_dropped"] = {k: int(v) for k, v in dropped.items() if isinstance(k, str) and is_finite(v) and v >= 0} \
         if isinstance(dropped, dict) else {}
+    units = memory.get("units")
+    checked["units"] = {name: record for name, record in
+                        ((k, well_formed_record(v)) for k, v in units.items() if isinstance(k, str))
+                        if record is not None} if isinstance(units, dict) else {}
+    if _is_time(memory.get("wall")):
+        checked["wall"] = memory["wall"]
     return checked
 
 
@@ -172,13 +210,14 @@ def load_legacy_memory(state_dir: str) -> dict:
     return memory
 
 
-def pushed_memory(samples: list[tuple], calendar: dict, spool_dropped: dict) -> dict:
+def pushed_memory(samples: list[tuple], calendar: dict, spool_dropped: dict, history: "dict | None" = None) -> dict:
     """What to remember of a push: its series (not its staleness markers), timer intervals,
-    calendar periods and the drop counts."""
+    calendar periods, the drop counts, and each unit's history record with the tick's wall
+    time (history.py; `history` as {"units": ..., "wall": ...})."""
     return {"series": [(name, kind, labels) for name, kind, labels, value in samples if value is not None],
             "intervals": {dict(labels)["unit"]: value for name, _kind, labels, value in samples
                           if name == "systemd_timer_interval_seconds"},
-            "calendar": calendar, "spool_dropped": spool_dropped}
+            "calendar": calendar, "spool_dropped": spool_dropped, **(history or {})}
 
 
 def remember(state_dir: "str | None", memory: dict) -> None:

@@ -60,6 +60,39 @@ def normalise_unit_pattern(entry: str) -> str:
     return entry + ".service"
 
 
+def unit_matcher(entry: str) -> str:
+    """The MetricsQL label matcher for an allowlist entry (a name or glob), normalised as the
+    heartbeat reports it: `unit="k3s.service"` for the bare name k3s, a regex for a glob. The
+    dashboard, the alert rules and the daily summary select units with it, so a row, a rule
+    and a report line always mean the unit the heartbeat pushed.
+
+    Written for a double-quoted MetricsQL string: a literal backslash (from \\x2d escapes) is
+    doubled; regex metacharacters go in brackets, which needs no backslash at all.
+    """
+    unit = normalise_unit_pattern(entry)
+    if not is_glob(unit):
+        return 'unit="' + unit.replace("\\", "\\\\") + '"'
+    regex, in_class = [], False
+    for index, char in enumerate(unit):
+        if in_class:
+            regex.append("^" if char == "!" and unit[index - 1] == "[" else char)
+            in_class = char != "]"
+        elif char == "[":
+            regex.append(char)
+            in_class = True
+        elif char == "*":
+            regex.append(".*")
+        elif char == "?":
+            regex.append(".")
+        elif char == "\\":
+            regex.append("\\\\\\\\")  # a regex-escaped backslash, escaped again for the string
+        elif char in ".+()^$|{}":
+            regex.append(f"[{char}]")
+        else:
+            regex.append(char)
+    return 'unit=~"' + "".join(regex) + '"'
+
+
 def parse_allowlist(text: str, source: str) -> list[str]:
     """One unit name or glob per line; '#' starts a comment. Raises on the first bad line."""
     patterns = []

@@ -81,6 +81,10 @@ def test_collects_reports_and_pushes(module):
     by_unit = {u["unit"]: u for u in result["units"]}
     assert by_unit["lab-crashloop.service"]["restarts"] == 3
     assert by_unit["lab-killed.service"]["last_exit_status"] == 9
+    failure = by_unit["lab-killed.service"]["last_failure"]
+    assert (failure["result"], failure["exit_code"], failure["exit_status"], failure["gave_up"]) == \
+        ("signal", "killed", "9", False)
+    assert by_unit["lab-active.service"]["last_failure"] is None
     assert by_unit["lab-missing.service"]["load_state"] == "not-found"
     assert by_unit["lab-broken.service"]["allowlisted"] is False
     assert result["missing"] == ["lab-missing.service"]
@@ -89,6 +93,24 @@ def test_collects_reports_and_pushes(module):
     assert url == "http://localhost:30428/opentelemetry/v1/metrics"
     assert headers == {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
     assert body[:2] == b"\x1f\x8b"  # gzip
+
+
+def test_the_heartbeats_state_directory_is_read_not_written(module, tmp_path):
+    """With state_dir, the push carries what the heartbeat remembers (an exit systemd has
+    already reset), and the directory is left as it was."""
+    from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat import state
+
+    state.remember(str(tmp_path), {"units": {"lab-active.service": {
+        "exit_code": 1, "exit_status": 5, "failed_at": 1795000000.0, "result": "exit-code", "failure_code": 1,
+        "failure_status": 5, "gave_up": False}}})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result, kind, _calls, _pushed = run_module(module, {"units": UNITS, "state_dir": str(tmp_path)})
+    assert kind is ExitJson
+    active = {u["unit"]: u for u in result["units"]}["lab-active.service"]
+    assert active["last_exit_status"] == 5
+    assert active["last_failure"] == {"at": 1795000000.0, "result": "exit-code", "exit_code": "exited",
+                                      "exit_status": "5", "gave_up": False}
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_check_mode_collects_but_pushes_nothing(module):

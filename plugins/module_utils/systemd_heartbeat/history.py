@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: MIT
+"""What the heartbeat remembers of each unit from one tick to the next, and what follows from
+it: the last exit, the last failure and its reason, whether systemd gave up restarting, and
+when the unit last entered `active`.
+
+Why: systemd forgets. It resets a service's ExecMainStatus and Result when the next run
+starts, so a crash-looping service reads 3, 0, 3, 0 and a query at a random moment says 0;
+and it keeps no failure time at all. A tick records what systemd still says (a record per
+unit, kept in the state directory by state.py) and carries it over the moments systemd has
+forgotten. README "Metrics" defines every value; this module is that definition in code.
+
+A record (a plain dict, so marshal stores it and state.well_formed can check it):
+    changed     StateChangeTimestamp seen (Unix seconds; 0 = none)
+    restarts    NRestarts seen (services; absent = unknown)
+    pending     the unit was seen failed and waiting for its automatic restart: the next
+                rise of NRestarts is that restart, not a new failure
+    entered     ActiveEnterTimestamp (0 = never active since boot)
+    exit_code, exit_status      the most recent exit of the main process seen (code 0 = none)
+    failed_at   the last failure (0 = none seen), and of that failure:
+    result      systemd's Result ("exit-code", "signal", ...; "unknown" when it was seen only
+                through the restart counter), failure_code, failure_status (its exit), gave_up
+"""
+
+from .units import unit_type
+from .values import as_int, parse_timestamp
+
+# Restart= policies that restart a service only after a failure, and the Results each one
+# restarts on (systemd's service_shall_restart()); None = any Result but success.
+ABNORMAL = frozenset(("signal", "core-dump", "timeout", "watchdog"))
+RESTARTS_ON_FAILURE = {
+    "on-failure": None, "on-abnormal": ABNORMAL, "on-abort": frozenset(("signal", "core-dump")),
+    "on-watchdog": frozenset(("watchdog",)),
+}
+# Sub-states of a service whose run just ended and whose automatic restart is due
+# (systemd >= 254 adds the queued one and passes a failing service through the last one).
+RESTART_PENDING = ("auto-restart", "auto-restart-queued", "failed-before-auto-restart")
+EXIT_CODES = {1: "exited", 2: "killed", 3: "dumped"}  # ExecMainCode, as systemctl status words it
+ACTIVE = ("active", "reloading")
+
+
+def state_changed(before: "dict | None", changed) -> bool:
+    """Whether the unit changed state since the record (or has none): then what only a state
+    change can move (ActiveEnterTimestamp) has to be read again."""
+    return before is None or parse_timestamp(changed) != (before.get("changed") or None)
+
+
+def unexplained_restarts(before: "dict | None", restarts) -> int:
+    """Automatic restarts since the record that no failure seen explains (0 without a record:
+    failures before the heartbeat's first look are not guessed at). NRestarts resets to 0 on
+    a manual restart; a count below the remembered one but above 0 means restarts since."""
+    now = as_int(restarts)
+    if before is None or now is None or "restarts" not in before:
+        return 0
+    rose = now - before["restarts"] if now >= before["restarts"] else now
+    return max(0, rose - (1 if before.get("pending") else 0))
+
+
+def gave_up(unit: dict) -> bool:
+    """A failed service that its Restart= policy would restart after this Result, yet systemd
+    does not (it hit its start limit): derived, because systemd 249-252 leave the Result of
+    the last run (exit-code) rather than start-limit-hit."""
+    if unit_type(str(unit["Unit"])) != "service" or unit.get("ActiveState") != "failed":
+        return False
+    if unit.get("SubState") != "failed":
+        return False  # failed-before-auto-restart: the restart is on its way
+    policy, result = unit.get("Restart"), unit.get("Result")
+    if policy == "always":
+        return True
+    if policy not in RESTARTS_ON_FAILURE:
+        return False  # no, on-success, unknown
+    results = RESTARTS_ON_FAILURE[policy]
+    return result == "start-limit-hit" or (result not in ("success", "", None)
+                                           and (results is None or result in results))
+
+
+def seen_failure(unit: dict) -> "float | None":
+    """When the failure systemd shows right now happened: a unit that is failed entered that
+    state then (StateChangeTimestamp); a service waiting for its automatic restart after an
+    unsuccessful run failed when its main process exited (ExecMainExitTimestamp)."""
+    state, sub = unit.get("ActiveState"), str(unit.get("SubState", ""))
+    if state == "failed":
+        return parse_timestamp(unit.get("StateChangeTimestamp"))
+    if (unit_type(str(unit["Unit"])) == "service" and state not in ACTIVE and sub in RESTART_PENDING
+            and unit.get("Result") not in ("success", "", None)):
+        at = parse_timestamp(unit.get("ExecMainExitTimestamp"))
+        return at if at is not None else parse_timestamp(unit.get("StateChangeTimestamp"))
+    return None
+
+
+def inferred_failure(unit: dict, previous_look: "float | None") -> "float | None":
+    """When the failure behind an automatic restart nobody saw happened: the unit's last exit
+    from active (ActiveExitTimestamp) if it came after the previous look, else when it last
+    went down (InactiveEnterTimestamp, at most RestartSec= after the exit on systemd < 254),
+    else when it entered its current state."""
+    since = previous_look or 0.0
+    for name in ("ActiveExitTimestamp", "InactiveEnterTimestamp", "StateChangeTimestamp"):
+        at = parse_timestamp(unit.get(name))
+        if at is not None and (at > since or name == "StateChangeTimestamp"):
+            return at
+    return None
+
+
+def observe(unit: dict, before: "dict | None", previous_look: "float | None") -> dict:
+    """This tick's record of one unit: what systemd says now, and what it forgot carried over
+    from the record before."""
+    record = dict(before) if before else {}
+    record["changed"] = parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0
+    if "ActiveEnterTimestamp" in unit:  # else unchanged since the record (state_changed)
+        record["entered"] = parse_timestamp(unit["ActiveEnterTimestamp"]) or 0.0
+    elif not record["changed"]:  # its state never changed since systemd loaded it: never active
+        record["entered"] = 0.0
+    is_service = unit_type(str(unit["Unit"])) == "service" and unit.get("LoadState") != "not-found"
+    code = status = restarts = None
+    if is_service:
+        code, status, restarts = (as_int(unit.get("ExecMainCode")), as_int(unit.get("ExecMainStatus")),
+                                  as_int(unit.get("NRestarts")))
+        if code in EXIT_CODES and status is not None:
+            # systemd holds an exit until the next run starts; after that, the record keeps it
+            record["exit_code"], record["exit_status"] = code, status
+    # an active unit shows no failure; an active service may have had one since the last look
+    failure = seen_failure(unit) if unit.get("ActiveState") not in ACTIVE else None
+    if failure is not None:  # systemd shows it: its reason and exit are systemd's
+        held = is_service and code in EXIT_CODES and status is not None
+        reason = (str(unit.get("Result") or "unknown"), code if held else 0, status if held else 0)
+    elif (is_service and unexplained_restarts(before, restarts) > 0
+          and unit.get("Restart") in RESTARTS_ON_FAILURE):
+        # restarted since the last look, and its policy restarts only after a failure; systemd
+        # has already reset that run's Result and exit: the reason seen last stands, if any
+        failure = inferred_failure(unit, previous_look)
+        reason = (record.get("result", "unknown"), record.get("failure_code", 0), record.get("failure_status", 0))
+    if failure is not None and failure >= record.get("failed_at", 0.0):
+        record["failed_at"] = failure
+        record["result"], record["failure_code"], record["failure_status"] = reason
+        record["gave_up"] = gave_up(unit)
+    if restarts is not None:
+        record["restarts"] = restarts
+        if str(unit.get("SubState", "")) in RESTART_PENDING:
+            record["pending"] = True
+        else:
+            record.pop("pending", None)
+    return record
+
+
+def observe_all(units: list[dict], memory: dict) -> dict[str, dict]:
+    """A record per unit of this tick; units no longer reported are forgotten."""
+    before, previous_look = memory.get("units", {}), memory.get("wall")
+    return {str(unit["Unit"]): observe(unit, before.get(str(unit["Unit"])), previous_look) for unit in units}
