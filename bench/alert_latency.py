@@ -87,16 +87,6 @@ def remove_units(host: str) -> None:
        + "; systemctl daemon-reload; systemctl reset-failed")
 
 
-def wait_until(what: str, predicate, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def matches(alert: dict, name: str, host: str, unit: str | None, **more: str) -> bool:
     """`unit` None: an alert without a unit label (a host's event)."""
     labels = alert["labels"]
@@ -129,10 +119,10 @@ def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) ->
         "stale timer": ("SystemdTimerStale", unit_host, JOB_TIMER),
         "heartbeat missing": ("SystemdHeartbeatMissing", heartbeat_host, "systemd-heartbeat.service"),
     }
-    wait_until(f"{JOB_TIMER} interval in VictoriaMetrics", lambda: query(
+    lab.wait_until(f"{JOB_TIMER} interval in VictoriaMetrics", lambda: query(
         f'systemd_timer_interval_seconds{{host="{unit_host}",unit="{JOB_TIMER}"}}'), 120)
     # an earlier run's alerts must have resolved first (a restart loop stays for its window)
-    wait_until("earlier alerts to resolve", lambda: not any(
+    lab.wait_until("earlier alerts to resolve", lambda: not any(
         matches(a, *triple) for a in active_alerts() for triple in expected.values()), 600, step=2)
 
     # the events
@@ -140,12 +130,12 @@ def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) ->
     sh(unit_host, f"touch {HANG}")
     timer_interval = float(query(f'systemd_timer_interval_seconds{{host="{unit_host}",unit="{JOB_TIMER}"}}')[0][1])
     sh(heartbeat_host, "systemctl stop systemd-heartbeat.timer")
-    wait_until(f"{JOB} to hang", lambda: systemd_show(unit_host, JOB, "ActiveState") == "activating", 60)
+    lab.wait_until(f"{JOB} to hang", lambda: systemd_show(unit_host, JOB, "ActiveState") == "activating", 60)
     last_trigger = float(sh(unit_host, f"date -d \"$(systemctl show -p LastTriggerUSec --value {JOB_TIMER})\" +%s"))
     # the last push is the last completed run of the now stopped heartbeat service
     last_push = float(sh(heartbeat_host, "date -d \"$(systemctl show -p ExecMainExitTimestamp --value "
                                          "systemd-heartbeat.service)\" +%s"))
-    fourth_restart = wait_until("the 4th restart", lambda: int(systemd_show(unit_host, CRASHLOOP, "NRestarts") or 0) >= 4
+    fourth_restart = lab.wait_until("the 4th restart", lambda: int(systemd_show(unit_host, CRASHLOOP, "NRestarts") or 0) >= 4
                                 and time.time(), 60, step=0.1)
     thresholds = {"restart loop": fourth_restart, "stale timer": last_trigger + 2 * timer_interval,
                   "heartbeat missing": last_push + 3 * interval}
@@ -160,7 +150,7 @@ def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) ->
                 log(f"{key} fired {now - thresholds[key]:.1f} s after its threshold")
         return len(fired) == len(expected)
 
-    wait_until("all three alerts to fire", all_fired, 300)
+    lab.wait_until("all three alerts to fire", all_fired, 300)
 
     # the fixes
     sh(unit_host, f"systemctl stop {CRASHLOOP}")
@@ -178,7 +168,7 @@ def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) ->
                 log(f"{key} resolved {now - fixed_at:.1f} s after the fix")
         return len(resolved) == len(expected)
 
-    wait_until("all three alerts to resolve", all_resolved, 600, step=1)
+    lab.wait_until("all three alerts to resolve", all_resolved, 600, step=1)
     return {key: {"threshold": thresholds[key], "fired": fired[key], "latency": fired[key] - thresholds[key],
                   "resolved_after_fix": resolved[key] - fixed_at} for key in expected}
 
@@ -271,27 +261,27 @@ def run_auto_pull_scenario(host: str) -> dict[str, dict]:
     """The auto-pull, allowlisted (and nothing else): it reloads caddy when caddy/ changes and
     only then; a pull that keeps failing fires the restart-loop alert, then the failed one
     (systemd gave up); fixed, both resolve; a stopped timer fires the stale alert, and resolves."""
-    wait_until(f"{AUTO_PULL_TIMER} interval in VictoriaMetrics", lambda: query(
+    lab.wait_until(f"{AUTO_PULL_TIMER} interval in VictoriaMetrics", lambda: query(
         f'systemd_timer_interval_seconds{{host="{host}",unit="{AUTO_PULL_TIMER}"}}'), 120)
     # it works: a change under caddy/ reloads caddy at the next poll, any other change does not
     before, moment = reloads(host), time.time()
     commit_upstream(host, "caddy/Caddyfile")
-    wait_until("caddy to be reloaded", lambda: reloads(host) == before + 1, 60)
+    lab.wait_until("caddy to be reloaded", lambda: reloads(host) == before + 1, 60)
     moment = time.time()
     commit_upstream(host, "README")
-    wait_until("a poll after the unrelated change", lambda: pull_ran_since(host, moment), 60)
+    lab.wait_until("a poll after the unrelated change", lambda: pull_ran_since(host, moment), 60)
     assert reloads(host) == before + 1, "caddy reloaded for a change outside caddy/"
 
     results: dict[str, dict] = {}
     # the repository goes away: each poll fails, systemd retries 3 s later, then gives up
     sh(host, "mv /srv/infrastructure.git /srv/infrastructure.git.away")
-    fourth = wait_until("the 4th retry", lambda: int(systemd_show(host, AUTO_PULL, "NRestarts") or 0) >= 4
+    fourth = lab.wait_until("the 4th retry", lambda: int(systemd_show(host, AUTO_PULL, "NRestarts") or 0) >= 4
                         and time.time(), 120, step=0.1)
-    loop = wait_until("the restart-loop alert", lambda: firing("SystemdUnitRestartLoop", host, AUTO_PULL)
+    loop = lab.wait_until("the restart-loop alert", lambda: firing("SystemdUnitRestartLoop", host, AUTO_PULL)
                       and time.time(), 120)
-    wait_until(f"{AUTO_PULL} to be failed", lambda: systemd_show(host, AUTO_PULL, "ActiveState") == "failed", 60)
+    lab.wait_until(f"{AUTO_PULL} to be failed", lambda: systemd_show(host, AUTO_PULL, "ActiveState") == "failed", 60)
     gave_up = unix_time(host, AUTO_PULL, "StateChangeTimestamp")
-    failed = wait_until("the failed alert", lambda: firing("SystemdUnitFailed", host, AUTO_PULL), 120)
+    failed = lab.wait_until("the failed alert", lambda: firing("SystemdUnitFailed", host, AUTO_PULL), 120)
     failed_at = time.time()
     description = failed["annotations"]["description"]
     assert "Why: exit-code, main process exited with status 1; systemd gave up restarting it." in description, \
@@ -300,23 +290,23 @@ def run_auto_pull_scenario(host: str) -> dict[str, dict]:
     sh(host, f"mv /srv/infrastructure.git.away /srv/infrastructure.git; systemctl reset-failed {AUTO_PULL}; "
              f"systemctl restart {AUTO_PULL_TIMER}")
     fixed = time.time()
-    wait_until("a good poll", lambda: pull_ran_since(host, fixed), 60)
-    failed_resolved = wait_until("the failed alert to resolve", lambda: not firing(
+    lab.wait_until("a good poll", lambda: pull_ran_since(host, fixed), 60)
+    failed_resolved = lab.wait_until("the failed alert to resolve", lambda: not firing(
         "SystemdUnitFailed", host, AUTO_PULL) and time.time(), 120)
-    loop_resolved = wait_until("the restart-loop alert to resolve", lambda: not firing(
+    loop_resolved = lab.wait_until("the restart-loop alert to resolve", lambda: not firing(
         "SystemdUnitRestartLoop", host, AUTO_PULL) and time.time(), 600, step=2)
     results["auto-pull restart loop"] = {"latency": loop - fourth, "resolved_after_fix": loop_resolved - fixed}
     results["auto-pull failed"] = {"latency": failed_at - gave_up, "resolved_after_fix": failed_resolved - fixed}
     # the timer stops (disabled by hand, or its job hangs): stale after 2 x 20 s
-    wait_until("the timer to fire after the fix", lambda: unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") > fixed,
+    lab.wait_until("the timer to fire after the fix", lambda: unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") > fixed,
                60)
     sh(host, f"systemctl stop {AUTO_PULL_TIMER}")
     threshold = unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") + 2 * 20
-    stale = wait_until("the stale alert", lambda: firing("SystemdTimerStale", host, AUTO_PULL_TIMER)
+    stale = lab.wait_until("the stale alert", lambda: firing("SystemdTimerStale", host, AUTO_PULL_TIMER)
                        and time.time(), 180)
     sh(host, f"systemctl start {AUTO_PULL_TIMER}")
     restarted = time.time()
-    stale_resolved = wait_until("the stale alert to resolve", lambda: not firing(
+    stale_resolved = lab.wait_until("the stale alert to resolve", lambda: not firing(
         "SystemdTimerStale", host, AUTO_PULL_TIMER) and time.time(), 120)
     results["auto-pull stale timer"] = {"latency": stale - threshold, "resolved_after_fix": stale_resolved - restarted}
     return results
@@ -340,14 +330,14 @@ MASS_RESTART_UNITS = ("eco-server.service", "factorio-server.service", "icarus-s
 def run_mass_restart_scenario(host: str, window: float) -> dict[str, dict]:
     """Three allowlisted services restarted at once: SystemdMassRestart (event=units) fires,
     its description names them, and it resolves once the window has passed."""
-    wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
+    lab.wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
                and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
     sh(host, "systemctl restart " + " ".join(MASS_RESTART_UNITS))
     threshold = max(unix_time(host, unit, "ActiveEnterTimestamp") for unit in MASS_RESTART_UNITS)
-    alert = wait_until("the mass-restart alert", lambda: firing("SystemdMassRestart", host, None, event="units"), 120)
+    alert = lab.wait_until("the mass-restart alert", lambda: firing("SystemdMassRestart", host, None, event="units"), 120)
     fired = time.time()
     assert all(unit in alert["annotations"]["description"] for unit in MASS_RESTART_UNITS), alert["annotations"]
-    resolved = wait_until("the mass-restart alert to resolve", lambda: not firing(
+    resolved = lab.wait_until("the mass-restart alert to resolve", lambda: not firing(
         "SystemdMassRestart", host, None, event="units") and time.time(), window + 120, step=1)
     return {"mass restart": {"latency": fired - threshold, "resolved_after_threshold": resolved - threshold}}
 
@@ -359,7 +349,7 @@ def boot_time(host: str) -> float:
 def run_reboot_scenario(host: str, window: float) -> dict[str, dict]:
     """The host reboots: SystemdMassRestart (event=reboot) fires, the units restarting with it
     never fire the units event, and it resolves once the window has passed since the boot."""
-    wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
+    lab.wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
                and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
     lab.reboot(host)
     booted = boot_time(host)
@@ -370,9 +360,9 @@ def run_reboot_scenario(host: str, window: float) -> dict[str, dict]:
             seen_units_event.append(time.time())
         return firing("SystemdMassRestart", host, None, event="reboot")
 
-    wait_until("the reboot alert", reboot_alert, 180)
+    lab.wait_until("the reboot alert", reboot_alert, 180)
     fired = time.time()
-    resolved = wait_until("the reboot alert to resolve", lambda: not reboot_alert() and time.time(),
+    resolved = lab.wait_until("the reboot alert to resolve", lambda: not reboot_alert() and time.time(),
                           window + 120, step=1)
     assert seen_units_event == [], "the units restarting with the reboot fired a second mass-restart event"
     return {"reboot": {"latency": fired - booted, "resolved_after_threshold": resolved - booted}}

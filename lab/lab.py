@@ -383,6 +383,17 @@ def reboot(host: str) -> None:
     wait_ready(host)
 
 
+def wait_until(what: str, predicate, timeout: float, step: float = 0.5):
+    """Poll predicate until it returns something true (returned) or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,6 +20,7 @@ import pytest
 
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
 from helpers import install_heartbeat
+from lab import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -70,16 +71,6 @@ def when(lab, host: str, unit: str, prop: str) -> float:
 def boot_offset(lab, host: str) -> float:
     """Wall clock minus the host's monotonic clock (monotonic timestamps -> Unix seconds)."""
     return float(sh(lab, host, "python3 -c 'import time; print(time.time() - time.monotonic())'"))
-
-
-def wait_for(what: str, predicate, timeout: float = 60, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module", params=HOSTS)
@@ -176,9 +167,9 @@ def test_a_failure_restarted_between_two_ticks_is_not_missed(lab, host, victoria
         props = show(lab, host, "history-quick.service", "SubState", "NRestarts")
         return props["SubState"] == "running" and int(props["NRestarts"])
 
-    before = wait_for("history-quick running", running_at_restarts)
+    before = wait_until("history-quick running", running_at_restarts, timeout=60, step=0.2)
     tick(lab, host, victoria)
-    wait_for("an unseen restart", lambda: (running_at_restarts() or 0) > before, timeout=30, step=0.05)
+    wait_until("an unseen restart", lambda: (running_at_restarts() or 0) > before, timeout=30, step=0.05)
     exited = when(lab, host, "history-quick.service", "ActiveExitTimestamp")
     samples = tick(lab, host, victoria)
     assert value(samples, "systemd_unit_last_failure_timestamp_seconds", "history-quick.service") == \
@@ -186,8 +177,8 @@ def test_a_failure_restarted_between_two_ticks_is_not_missed(lab, host, victoria
     # it recovers (the next run stays up); the failure and its exit are kept
     sh(lab, host, "touch /run/history-quick-ok")
     fixed = time.time()
-    wait_for("history-quick to stay up", lambda: running_at_restarts() is not False and
-             when(lab, host, "history-quick.service", "ActiveEnterTimestamp") > fixed, timeout=30)
+    wait_until("history-quick to stay up", lambda: running_at_restarts() is not False and
+             when(lab, host, "history-quick.service", "ActiveEnterTimestamp") > fixed, timeout=30, step=0.2)
     later = tick(lab, host, victoria)
     assert value(later, "systemd_unit_last_failure_timestamp_seconds", "history-quick.service") >= exited - 0.01
     # its reason: the one a tick last caught while systemd showed it (the 100 ms before a restart),
@@ -201,8 +192,8 @@ def test_a_failure_restarted_between_two_ticks_is_not_missed(lab, host, victoria
 
 
 def test_a_service_systemd_gave_up_on_says_why_and_that_it_gave_up(lab, host, victoria):
-    wait_for("history-gone to hit its start limit",
-             lambda: show(lab, host, "history-gone.service", "ActiveState")["ActiveState"] == "failed", timeout=30)
+    wait_until("history-gone to hit its start limit",
+             lambda: show(lab, host, "history-gone.service", "ActiveState")["ActiveState"] == "failed", timeout=30, step=0.2)
     props = show(lab, host, "history-gone.service", "Result", "ExecMainStatus", "NRestarts", "SubState")
     samples = tick(lab, host, victoria)
     assert labels_of(samples, "systemd_unit_last_failure_info", "history-gone.service") == {
