@@ -2,8 +2,8 @@
 """Runs inside a lab host: ticks of two installed heartbeat versions, interleaved, the same units.
 
 argv: ALLOWLIST URL REPEAT LAUNCHER STATE_DIR [LAUNCHER STATE_DIR]...
-Each version ticks as the service runs it (its launcher, its own state directory, emptied first);
-one warm-up tick each, then REPEAT rounds, the order reversed every other round (ABBA...) so
+Each version ticks as the service runs it (its launcher, the service's LimitAS=, its own state
+directory, emptied first); one warm-up tick each, then REPEAT rounds, the order reversed every other round (ABBA...) so
 drift and after-effects hit both. Per tick: wall and CPU of the process and its children, and
 the CPU systemd and dbus-daemon spent meanwhile (peers_harness, copied beside this file).
 Prints one JSON object: per version the raw rows [wall, cpu, bus side] in ms and the number of
@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 
-from peers_harness import bus_side_pids, tick_argv, timed, with_bus_side_cpu
+from peers_harness import as_the_service, bus_side_pids, tick_argv, timed, with_bus_side_cpu
 
 
 def main() -> None:
@@ -29,13 +29,13 @@ def main() -> None:
         ticks.append(tick_argv(launcher, allowlist, url, f"bench-{index}", state_dir))
         dry = subprocess.run([launcher, "--allowlist", allowlist, "--host", "bench", "--dry-run"],
                              capture_output=True, text=True, check=True)
-        warm = subprocess.run(ticks[-1], capture_output=True, text=True, check=True)
+        warm = subprocess.run(ticks[-1], capture_output=True, text=True, check=True, preexec_fn=as_the_service)
         out.append({"samples": dry.stdout.count("\n"), "stderr": dry.stderr + warm.stderr, "rows": []})
     pids = bus_side_pids()
     for round_ in range(repeat):
         order = range(len(versions)) if round_ % 2 == 0 else reversed(range(len(versions)))
         for index in order:
-            out[index]["rows"].append([round(x, 3) for x in with_bus_side_cpu(pids, timed, ticks[index])])
+            out[index]["rows"].append([round(x, 3) for x in with_bus_side_cpu(pids, lambda: timed(ticks[index], tick=True))])
     print(json.dumps(out))
 
 

@@ -21,6 +21,10 @@ import urllib.request
 
 PORTS = {"systemd_exporter": 19558, "node_exporter": 19100}
 STATE_DIR = "/opt/bench/state"
+# The service's LimitAS= in bytes (bench/tick.py's run_harness reads it from the role's unit
+# file): a tick runs under it as under systemd, which spares the heartbeat setting a cap of its
+# own when it loads its state (state.loads_bounded).
+SERVICE_LIMIT_AS = int(os.environ.get("BENCH_SERVICE_LIMIT_AS") or 0)
 
 
 def cpu_ms(pid: int) -> float:
@@ -62,11 +66,19 @@ def scrape(name: str, pid: int) -> tuple[float, float, int]:
     return wall, cpu_ms(pid) - before, len(body)
 
 
-def timed(argv: list[str], env=None) -> tuple[float, float]:
-    """Wall and CPU (user + system, the child and its children) of one command, in ms."""
+def as_the_service() -> None:
+    """In the child before it runs a tick: the service's limits."""
+    if SERVICE_LIMIT_AS:
+        resource.setrlimit(resource.RLIMIT_AS, (SERVICE_LIMIT_AS, SERVICE_LIMIT_AS))
+
+
+def timed(argv: list[str], env=None, tick: bool = False) -> tuple[float, float]:
+    """Wall and CPU (user + system, the child and its children) of one command, in ms; a
+    heartbeat tick (tick=True) under the service's limits."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=env)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=env,
+                   preexec_fn=as_the_service if tick else None)
     wall = (time.perf_counter() - start) * 1000
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1000
@@ -149,7 +161,7 @@ def main() -> None:
                         raise
                     time.sleep(0.2)
         tick = tick_argv(launcher, allowlist, url, "bench-peers", STATE_DIR)
-        timed(tick)  # the first tick fills the state directory (timers' calendar periods)
+        timed(tick, tick=True)  # the first tick fills the state directory (timers' calendar periods)
         modules = modules_loaded(tick)  # and warms up
         results = {"heartbeat": [], **{name: [] for name in peers}}
         # what any Python oneshot pays before its first call: the interpreter alone, and the
@@ -163,7 +175,7 @@ def main() -> None:
         for _ in range(repeat):
             floors["interpreter"].append(timed(["python3", "-IS", "-c", "pass"]))
             floors["module_loaded"].append(timed(load_only))
-            results["heartbeat"].append(with_bus_side_cpu(pids, lambda: timed(tick) + (0,)))
+            results["heartbeat"].append(with_bus_side_cpu(pids, lambda: timed(tick, tick=True) + (0,)))
             for name, process in processes.items():
                 before = cpu_ms(process.pid)
                 results[name].append(with_bus_side_cpu(pids, scrape, name, process.pid))

@@ -188,10 +188,21 @@ def unload_units(host: str) -> None:
                   "systemctl reset-failed")
 
 
+def service_limit_as() -> int:
+    """The LimitAS= of the role's unit file, in bytes (0: none): the harnesses run ticks under it."""
+    for line in (ROOT / ROLE / "templates/systemd-heartbeat.service.j2").read_text().splitlines():
+        if line.startswith("LimitAS="):
+            value = line.split("=", 1)[1].strip()
+            return int(value.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(value[-1], 0)
+    return 0
+
+
 def run_harness(harness: str, *args: str, at: str) -> subprocess.CompletedProcess:
-    """bench/HARNESS run inside HOST (prepare_host copied it) with args; its answer. A failure
-    ends the benchmark with what the harness wrote to stderr (at: where in the run)."""
-    answer = lab.ssh(HOST, ["python3", f"/opt/bench/{harness}", *args], check=False, timeout=1800)
+    """bench/HARNESS run inside HOST (prepare_host copied it) with args, and the service's
+    LimitAS= for its ticks; its answer. A failure ends the benchmark with what the harness
+    wrote to stderr (at: where in the run)."""
+    answer = lab.ssh(HOST, ["env", f"BENCH_SERVICE_LIMIT_AS={service_limit_as()}", "python3",
+                            f"/opt/bench/{harness}", *args], check=False, timeout=1800)
     if answer.returncode:
         raise SystemExit(f"{harness} failed at {at}:\n{answer.stderr}")
     return answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,3 +187,62 @@ def test_any_bytes_in_the_memory_file_load_or_are_ignored(data):
         memory = hb.load_memory(state)
         assert isinstance(memory, dict)
         hb.staleness_markers(memory, [])
+
+
+def crc_framed(body: bytes) -> bytes:
+    import zlib
+
+    return zlib.crc32(body).to_bytes(4, "little") + body
+
+
+HUGE = (2 ** 31 - 1).to_bytes(4, "little")
+
+
+def test_under_the_services_cap_a_crafted_count_fails_at_once_and_sets_no_cap(tmp_path):
+    """The service runs under LimitAS= (the role's unit file): the heartbeat sees it, sets no cap
+    of its own (no `resource` import), and a list or tuple that claims 2**31 elements behind a
+    valid CRC is a MemoryError at once, not seconds of allocating."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    script = f"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({hb.ADDRESS_SPACE_CAPPED}, {hb.ADDRESS_SPACE_CAPPED}))
+del sys.modules["resource"]
+sys.path.insert(0, {str(ROOT / "plugins/module_utils")!r})
+from systemd_heartbeat.state import load_memory
+for case in sys.argv[1:]:
+    assert load_memory(case)["series"] == [], case
+print("resource" in sys.modules)
+"""
+    cases = []
+    for name, code in (("list", b"["), ("tuple", b"("), ("list-ref", b"\xdb"), ("tuple-ref", b"\xa8")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / hb.MEMORY_FILE).write_bytes(crc_framed(code + HUGE + b"N"))
+        cases.append(str(tmp_path / name))
+    done = subprocess.run([sys.executable, "-I", "-c", script, *cases], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_the_services_cap_is_the_one_the_heartbeat_trusts():
+    from helpers import ROOT
+
+    unit = (ROOT / "roles/systemd_monitoring/templates/systemd-heartbeat.service.j2").read_text()
+    (line,) = [line for line in unit.splitlines() if line.startswith("LimitAS=")]
+    assert line == f"LimitAS={hb.ADDRESS_SPACE_CAPPED >> 20}M"
+
+
+def test_marshal_allocates_ahead_only_for_lists_and_tuples():
+    """Why state.CONTAINER_CODES holds list and tuple codes only: a set, a frozenset, a string or
+    a long that claims 2**31 elements costs marshal nothing (it reads those element by element,
+    or checks the length against the data left). If a Python changes that, this fails."""
+    import marshal
+
+    for code in b"<>\xbc\xbeuastAl":
+        with pytest.raises((EOFError, ValueError)):
+            marshal.loads(bytes([code]) + HUGE + b"N")
+    assert hb.may_overallocate(b"[" + HUGE) and hb.may_overallocate(b"(" + HUGE)
+    assert not hb.may_overallocate(b"<" + HUGE)

@@ -79,3 +79,32 @@ def test_the_bundle_holds_every_module_a_tick_imports(installed, tmp_path):
     names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     # no systemctl on PATH: the tick fails in read_systemctl, the one stage it had to import
     assert {n for n in names if n.startswith("systemd_heartbeat")} == {"systemd_heartbeat.read_systemctl"}
+
+
+def test_a_tick_over_the_bus_never_imports_os_or_re(installed, tmp_path):
+    """The hot path calls the built-in posix module (syscalls.py): under -IS nothing has
+    imported os, and a tick that did would pay 0.8 ms for it (BENCHMARKS.md); globs are
+    matched by units.glob_matches, not fnmatch (re and os: 5 ms). Read over a fake system bus
+    (tests/fakes/fakebus.py, jeepney), with a state directory, twice."""
+    import tempfile
+
+    from fakebus import FakeBus
+
+    lib, launcher = installed
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # a unix socket path has 108 bytes
+        bus = FakeBus(f"{short}/bus")
+        try:
+            for _ in range(2):
+                done = subprocess.run(
+                    [sys.executable, "-IS", "-X", "importtime", str(launcher), "--dry-run", "--unit", "alpha.service", "--unit", "*.timer",
+                     "--state-dir", str(tmp_path / "state")],
+                    capture_output=True, text=True, timeout=30,
+                    env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={short}/bus", "PATH": str(tmp_path)})
+                names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                         if line.startswith("import time:")}
+                assert done.returncode == 0, done.stderr[-2000:]
+                assert "systemd_unit_active{" in done.stdout
+                assert not names & {"os", "posixpath", "re", "fnmatch"}, sorted(names)
+        finally:
+            bus.stop()
+        assert not bus.errors

@@ -8,7 +8,7 @@ Every blocking step (DNS, connect, TLS handshake, each write and read) gets only
 of the tick's Deadline, so an endpoint that trickles its answer cannot stretch a tick.
 """
 import _socket
-import os
+import posix
 
 from .model import DeadlineExceeded, HeartbeatError
 
@@ -71,7 +71,7 @@ def read_authorization(path: str) -> str:
     others is refused, and its content is never echoed in an error.
     """
     try:
-        status = os.stat(path)
+        status = posix.stat(path)
         with open(path, encoding="utf-8") as handle:
             line = next((x.strip() for x in handle if x.strip()), "")
     except OSError as error:

@@ -45,11 +45,10 @@ def bus_socket(source: str, environ=None) -> "tuple[str | None, list[str]]":
     (then systemctl is used: it would not reach that bus either, but it may know better)."""
     if source != "dbus":
         return None, []
-    import os
-
     from .read_bus import BusFailure, system_bus_path
+    from .syscalls import environment
 
     try:
-        return system_bus_path(os.environ if environ is None else environ), []
+        return system_bus_path(environment() if environ is None else environ), []
     except BusFailure as error:
         return None, [f"{error}; reading through systemctl instead"]

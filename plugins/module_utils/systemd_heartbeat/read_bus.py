@@ -10,12 +10,13 @@ replies to this connection's own calls are decoded (anything else is skipped by 
 a reply of the wrong shape is refused, not guessed at.
 """
 import _socket
-import os
+import posix
 import struct
 
 from .bus_wire import ERROR, Malformed, decode_body, fixed_header, header_fields, marshal_string_array, \
     marshal_strings, method_call, unit_path
 from .model import DeadlineExceeded, HeartbeatError
+from .syscalls import environment
 from .history import state_changed, unexplained_restarts
 from .units import is_glob, is_unit_name, select_units, unit_type
 from .values import is_integer, parse_timestamp
@@ -117,7 +118,7 @@ class BusCallError:
 
 def system_bus_path(environ=None) -> str:
     """The socket of $DBUS_SYSTEM_BUS_ADDRESS's first unix:path= address, else the standard one."""
-    variable = (os.environ if environ is None else environ).get("DBUS_SYSTEM_BUS_ADDRESS", "")
+    variable = (environment() if environ is None else environ).get("DBUS_SYSTEM_BUS_ADDRESS", "")
     for address in variable.split(";"):
         transport, _colon, options = address.partition(":")
         for option in options.split(",") if transport == "unix" else ():
@@ -160,7 +161,7 @@ class SystemBus:
             self.close()
             reason = getattr(error, "strerror", None) or str(error)
             raise BusFailure(f"cannot use the system bus at {path}: {reason}") from None
-        uid = str(os.geteuid()).encode().hex().encode()
+        uid = str(posix.geteuid()).encode().hex().encode()
         # Authenticate as our uid, begin, say Hello; the first calls follow in the same write
         # (call_all), without waiting for the answer: the bus reads them all in order.
         self.unsent = b"\0AUTH EXTERNAL " + uid + b"\r\nBEGIN\r\n" + method_call(

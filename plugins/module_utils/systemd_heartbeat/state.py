@@ -6,10 +6,11 @@ Nothing in the directory is trusted: a file is read only if it is a regular file
 through a symlink, never a FIFO that would block), every value is checked for its type
 before use, and files are written under a fresh name created exclusively, then renamed.
 """
-import os
+import posix
 import struct
 import zlib
 
+from .syscalls import is_regular, join
 from .values import is_finite
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
@@ -21,23 +22,23 @@ MEMORY_FILE = "last-push.marshal"
 LEGACY_MEMORY_FILE = "last-push.json"  # written before 0.2; read once, then replaced
 READ_MAX = 64 << 20
 # O_NOFOLLOW: a symlink is not ours; O_NONBLOCK: opening a FIFO must not wait for a writer
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+READ_FLAGS = posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC
+# O_EXCL|O_NOFOLLOW: a fresh name of our own, never a planted file or symlink
+WRITE_FLAGS = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
 
 
 def read_regular_file(path: str, limit: int = READ_MAX) -> bytes:
     """A regular file's bytes; OSError for anything else (symlink, FIFO, directory, too big)."""
-    import stat
-
-    descriptor = os.open(path, READ_FLAGS)
+    descriptor = posix.open(path, READ_FLAGS)
     try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
+        status = posix.fstat(descriptor)
+        if not is_regular(status.st_mode):
             raise OSError(0, "not a regular file")
         if status.st_size > limit:
             raise OSError(0, f"larger than {limit} bytes")
         chunks, size = [], 0
         while True:
-            chunk = os.read(descriptor, 1 << 20)
+            chunk = posix.read(descriptor, 1 << 20)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
@@ -45,7 +46,7 @@ def read_regular_file(path: str, limit: int = READ_MAX) -> bytes:
                 raise OSError(0, f"larger than {limit} bytes")
             chunks.append(chunk)
     finally:
-        os.close(descriptor)
+        posix.close(descriptor)
 
 
 def write_atomically(directory: str, name: str, data: bytes) -> None:
@@ -53,19 +54,19 @@ def write_atomically(directory: str, name: str, data: bytes) -> None:
     created exclusively (O_EXCL|O_NOFOLLOW: a planted symlink is never written through), then
     renamed over the old file (rename replaces a symlink, it does not follow it). On any
     failure (a full disk) the temporary file is removed."""
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    temporary = join(directory, f".{name}.{posix.getpid()}.{posix.urandom(4).hex()}.tmp")
+    descriptor = posix.open(temporary, WRITE_FLAGS, 0o600)
     try:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(descriptor, view):]
+                view = view[posix.write(descriptor, view):]
         finally:
-            os.close(descriptor)
-        os.replace(temporary, os.path.join(directory, name))
+            posix.close(descriptor)
+        posix.replace(temporary, join(directory, name))
     except BaseException:
         try:
-            os.unlink(temporary)
+            posix.unlink(temporary)
         except OSError:
             pass
         raise
@@ -79,7 +80,7 @@ def load_memory(state_dir: "str | None") -> dict:
     import marshal
 
     try:
-        data = read_regular_file(os.path.join(state_dir, MEMORY_FILE))
+        data = read_regular_file(join(state_dir, MEMORY_FILE))
         checked = len(data) >= 4 and struct.unpack_from("<I", data)[0] == zlib.crc32(data[4:])
         memory = loads_bounded(marshal.loads, data[4:]) if checked else {}
     except FileNotFoundError:
@@ -89,15 +90,20 @@ def load_memory(state_dir: "str | None") -> dict:
     return well_formed(memory)
 
 
-# marshal's container codes followed by a 4-byte element count (list, tuple, set, frozenset; with
-# and without the reference flag 0x80)
-CONTAINER_CODES = b"[(<>\xdb\xa8\xbc\xbe"
+# marshal's codes for a list and a tuple (with and without the reference flag 0x80), each
+# followed by a 4-byte element count that marshal allocates for before it reads one element.
+# (It reads sets and dicts element by element, and checks a string's or a long's length
+# against the data left: those cost nothing to lie about.)
+CONTAINER_CODES = b"[(\xdb\xa8"
+# The service runs under LimitAS= of this much (the role's unit file): a crafted count is a
+# MemoryError at once, or at worst one allocation of this size, with no set-up by the tick.
+ADDRESS_SPACE_CAPPED = 512 << 20
 
 
 def may_overallocate(data: bytes) -> bool:
-    """Whether some 4-byte count after a container code is larger than the data could hold
-    (each element takes a byte at least). Our own files have none; a byte inside a string
-    can look like one, which only costs the slower, capped load."""
+    """Whether some 4-byte count after a list or tuple code is larger than the data could hold
+    (each element takes a byte at least). Our own files have none, but a byte inside a float,
+    a string or a reference often looks like one: then the load is capped (loads_bounded)."""
     limit = len(data)
     for code in CONTAINER_CODES:
         position = data.find(code)
@@ -108,19 +114,34 @@ def may_overallocate(data: bytes) -> bool:
     return False
 
 
+def address_space_capped() -> bool:
+    """Whether this process already runs under a cap on its address space no larger than
+    ADDRESS_SPACE_CAPPED (the service does: one small read instead of an import and three
+    system calls)."""
+    try:
+        with open("/proc/self/limits", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Max address space"):
+                    soft = line.split()[3]
+                    return soft.isdigit() and int(soft) <= ADDRESS_SPACE_CAPPED
+    except OSError:
+        pass
+    return False
+
+
 def loads_bounded(loads, data: bytes):
     """marshal.loads, with what it may allocate capped. marshal trusts the element counts it
-    reads, and a crafted file (the CRC only guards against corruption) can ask for a list of
-    2**31 elements: seconds of allocating and freeing. Under a cap on the address space (what
-    the process maps now, plus room for the data) that is a MemoryError at once. The cap costs
-    an import and three system calls, so it is set only when a count looks impossible."""
-    if not may_overallocate(data):
+    reads, and a crafted file (the CRC only guards against corruption) can ask for a tuple of
+    2**31 elements: seconds of allocating and freeing. Under a cap on the address space that
+    is a MemoryError at once. Setting the cap costs an import and three system calls, so it is
+    set only when a count looks impossible and the process has no such cap already."""
+    if not may_overallocate(data) or address_space_capped():
         return loads(data)
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     with open("/proc/self/statm", "rb") as handle:
-        mapped = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        mapped = int(handle.read().split()[0]) * posix.sysconf("SC_PAGE_SIZE")
     cap = mapped + (64 << 20) + 64 * len(data)
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
@@ -195,7 +216,7 @@ def well_formed(memory) -> dict:
 
 def load_legacy_memory(state_dir: str) -> dict:
     try:
-        data = read_regular_file(os.path.join(state_dir, LEGACY_MEMORY_FILE))
+        data = read_regular_file(join(state_dir, LEGACY_MEMORY_FILE))
     except OSError:
         return {}
     import json  # only for this one read: json imports re, 4 ms
@@ -229,6 +250,6 @@ def remember(state_dir: "str | None", memory: dict) -> None:
     data = marshal.dumps(memory)
     write_atomically(state_dir, MEMORY_FILE, struct.pack("<I", zlib.crc32(data)) + data)
     try:
-        os.remove(os.path.join(state_dir, LEGACY_MEMORY_FILE))
+        posix.remove(join(state_dir, LEGACY_MEMORY_FILE))
     except FileNotFoundError:
         pass

@@ -8,7 +8,7 @@ UNIT_SUFFIXES = (
     ".service", ".socket", ".device", ".mount", ".automount", ".swap",
     ".target", ".path", ".timer", ".slice", ".scope",
 )
-# Characters systemd allows in unit names (unit_name_is_valid), plus the glob characters fnmatch uses.
+# Characters systemd allows in unit names (unit_name_is_valid), plus the glob characters.
 UNIT_NAME_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@"
 )
@@ -123,6 +123,79 @@ def unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
+# A glob, tokenized: STAR, ANY (one character), a str (that character) or a (negated, ranges)
+# class. Hand-written because fnmatch imports re and os: 5 ms of CPU at every tick whose
+# allowlist has a glob, half a tick at a dozen units. Same language as fnmatch.fnmatchcase
+# (and systemd's fnmatch(3) for unit patterns): * ? [seq] [!seq] [a-z]; a [ without its ]
+# is a plain character (tests/unit/test_allowlist.py checks it against fnmatch).
+STAR, ANY = object(), object()
+
+
+def glob_tokens(pattern: str) -> list:
+    tokens, position, end = [], 0, len(pattern)
+    while position < end:
+        char = pattern[position]
+        position += 1
+        if char == "*":
+            if not tokens or tokens[-1] is not STAR:
+                tokens.append(STAR)
+        elif char == "?":
+            tokens.append(ANY)
+        elif char == "[":
+            close = position + (pattern[position:position + 1] == "!")
+            close += pattern[close:close + 1] == "]"  # a ] first in the class is a member
+            close = pattern.find("]", close)
+            if close == -1:
+                tokens.append("[")
+                continue
+            body, position = pattern[position:close], close + 1
+            negated = body.startswith("!")
+            tokens.append((negated, class_ranges(body[negated:])))
+        else:
+            tokens.append(char)
+    return tokens
+
+
+def class_ranges(body: str) -> tuple:
+    """[...]'s members as (low, high) ranges: a-z is a range, a - first or last is itself, and
+    a range whose ends are reversed matches nothing (as in fnmatch)."""
+    ranges, position = [], 0
+    while position < len(body):
+        if position + 2 < len(body) and body[position + 1] == "-":
+            ranges.append((body[position], body[position + 2]))
+            position += 3
+        else:
+            ranges.append((body[position], body[position]))
+            position += 1
+    return tuple(ranges)
+
+
+def one_matches(token, char: str) -> bool:
+    if token is ANY:
+        return True
+    if isinstance(token, str):
+        return token == char
+    negated, ranges = token
+    return any(low <= char <= high for low, high in ranges) != negated
+
+
+def glob_matches(name: str, tokens: list) -> bool:
+    """Whether name matches the glob: every token but * takes one character, so on a mismatch
+    it is enough to let the last * take one more character (linear, no backtracking blow-up)."""
+    at, token, star, star_at = 0, 0, -1, 0
+    while at < len(name):
+        if token < len(tokens) and tokens[token] is STAR:
+            star, star_at, token = token, at, token + 1
+        elif token < len(tokens) and one_matches(tokens[token], name[at]):
+            at, token = at + 1, token + 1
+        elif star >= 0:
+            star_at += 1
+            at, token = star_at, star + 1
+        else:
+            return False
+    return all(t is STAR for t in tokens[token:])
+
+
 def select_units(patterns: list[str], loaded: list[tuple[str, str, str, str]]):
     """Which units to report: allowlisted names, glob matches, then every failed unit.
 
@@ -133,9 +206,8 @@ def select_units(patterns: list[str], loaded: list[tuple[str, str, str, str]]):
     globs = [p for p in patterns if is_glob(p)]
     matched = []
     if globs:
-        import fnmatch
-
-        matched = sorted(row[0] for row in loaded if any(fnmatch.fnmatchcase(row[0], g) for g in globs))
+        compiled = [glob_tokens(g) for g in globs]
+        matched = sorted(row[0] for row in loaded if any(glob_matches(row[0], g) for g in compiled))
     # sorted: systemctl lists units in its own order, D-Bus in another
     failed = sorted(row[0] for row in loaded if row[2] == "failed")
     allowlisted = set(exact) | set(matched)
