@@ -120,7 +120,7 @@ def main() -> int:
           "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
           "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians (wall, paired: "
           "the median of the ratios within each round), 90 % interval in brackets (rounds resampled).\n")
-    print("| N monitored (loaded; samples a tick) | before | after | after / before: wall | wall, paired | "
+    print("| N monitored (loaded; samples a tick, before / after) | before | after | after / before: wall | wall, paired | "
           "CPU | CPU with systemd, dbus-daemon |")
     print("|---:|---|---|---|---|---|---|")
     spreads, others = [], []
@@ -143,7 +143,7 @@ def main() -> int:
         ratios = [with_interval(ratio, m["before"][key], m["after"][key]) for key, ratio in
                   (("wall", ratio_of_medians), ("wall", paired_ratio), ("cpu", ratio_of_medians),
                    ("host_cpu", ratio_of_medians))]
-        samples = " / ".join(sorted({str(result[n]["samples"]) for n in VERSIONS}))
+        samples = " / ".join(dict.fromkeys(str(result[n]["samples"]) for n in VERSIONS))  # before / after
         print(f"| {size} ({loaded}; {samples} samples) | {' | '.join(cells)} | {' | '.join(ratios)} |", flush=True)
         spreads.append((size, m))
     unload_units(HOST)
