@@ -126,3 +126,30 @@ class VictoriaMetrics:
             if result or time.monotonic() > deadline:
                 return result
             time.sleep(0.3)
+
+
+class TookTooLong(Exception):
+    """A test ran past its time limit (time_limited)."""
+
+
+def time_limited(seconds: int):
+    """A context under SIGALRM after `seconds`: a decoder or a wait that loops forever fails its
+    test with TookTooLong instead of hanging the suite (the conftests' autouse fixtures)."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def limit():
+        def expire(*_):
+            raise TookTooLong(f"test still running after {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return limit()
+

@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from fakebus import FakeBus, default_units  # noqa: E402
 from fakehttp import FakeEndpoint  # noqa: E402
+from helpers import time_limited  # noqa: E402
 from fakesystemctl import FakeTools  # noqa: E402
 
 PROGRAM = os.environ.get("HEARTBEAT_PROGRAM",
@@ -43,20 +44,10 @@ IS_ROOT = os.geteuid() == 0
 
 # --- a hard limit on every test ---------------------------------------------------------------
 
-class TookTooLong(Exception):
-    pass
-
-
 @pytest.fixture(autouse=True)
 def hard_time_limit():
-    def expire(signum, frame):
-        raise TookTooLong(f"test still running after {TEST_LIMIT} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_LIMIT)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with time_limited(TEST_LIMIT):
+        yield
 
 
 # --- running the heartbeat --------------------------------------------------------------------

@@ -13,3 +13,18 @@ def test_plain_pytest_collects_the_whole_suite():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " error" not in done.stdout.splitlines()[-1]
+
+
+def test_a_test_that_hangs_fails_on_its_time_limit():
+    """The limit the unit and adversary suites put on every test (helpers.time_limited)."""
+    import time
+
+    import pytest
+
+    from helpers import TookTooLong, time_limited
+
+    started = time.monotonic()
+    with pytest.raises(TookTooLong), time_limited(1):
+        while True:
+            time.sleep(0.05)
+    assert time.monotonic() - started < 3
