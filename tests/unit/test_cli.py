@@ -383,3 +383,34 @@ def test_no_series_has_a_staleness_marker_and_a_value_in_one_push(fake_systemctl
     stale = {line.split(" ")[0] for line in done.stdout.splitlines() if " stale" in line}
     assert len(series) == len(set(series)) and stale  # the first tick's units ended, once each
     assert not any(name.startswith("systemd_heartbeat_") for name in stale)
+
+
+def test_a_tick_killed_while_its_state_hangs_it_leaves_the_next_one_a_clean_start(fake_systemctl, tmp_path):
+    """A state file marshal takes unbounded time to build (a set holding a tuple whose tree has
+    2**45 leaves, 287 bytes, behind a valid CRC: no deadline or address-space cap can stop it)
+    hangs the tick until systemd kills it (TimeoutStartSec=). The next tick finds the killed
+    tick's mark, sets the file aside, says so, and runs."""
+    import marshal
+    import struct
+    import zlib
+
+    shared = ()
+    for _ in range(45):
+        shared = (shared, shared)
+    bomb = bytearray(marshal.dumps([shared]))
+    bomb[0] = (bomb[0] & 0x80) | ord("<")  # the list becomes a set: its element gets hashed
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "last-push.marshal").write_bytes(struct.pack("<I", zlib.crc32(bytes(bomb))) + bomb)
+    argv = [sys.executable, str(HEARTBEAT), "--state-dir", str(state), "--dry-run"]
+    with pytest.raises(subprocess.TimeoutExpired):  # as systemd would, it kills the hung tick
+        subprocess.run(argv, env=fake_systemctl, capture_output=True, timeout=3)
+    assert (state / "tick-unfinished").exists()
+    done = subprocess.run(argv, env=fake_systemctl, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert "the last tick did not finish (killed?)" in done.stderr
+    assert "systemd_unit_active{" in done.stdout
+    assert (state / "last-push.marshal.unfinished").read_bytes()[4:] == bomb
+    assert not (state / "tick-unfinished").exists()  # a tick that finishes leaves no mark
+    again = subprocess.run(argv, env=fake_systemctl, capture_output=True, text=True, timeout=20)
+    assert again.returncode == 0 and "did not finish" not in again.stderr

@@ -159,12 +159,13 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
     from .history import observe_all
     from .read import bus_socket, collect
     from .shape import calendar_expressions, shape
-    from .state import load_memory
+    from .state import begin_tick, load_memory
 
+    unfinished = begin_tick(state_dir) if state_dir else None
     memory = load_memory(state_dir)  # first: the bus asks less of what it already knows
     bus, warnings = bus_socket(source)
     snapshot = collect(patterns, deadline, bus, run, memory["units"])
-    snapshot.warnings[:0] = warnings
+    snapshot.warnings[:0] = warnings + ([unfinished] if unfinished else [])
     calendar = memory.get("calendar", {})
     wanted = calendar_expressions(snapshot.units, calendar)
     if wanted:
@@ -211,13 +212,27 @@ def main(argv: "list[str] | None" = None) -> int:
     started = time.monotonic()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+    except HelpRequested:
+        sys.stdout.write(USAGE)
+        return 0
+    except HeartbeatError as error:
+        say(str(error))
+        return 1
+    try:
+        return one_tick(args, started)
+    finally:  # not reached when the tick is killed: state.UNFINISHED stays for the next one
+        if args.state_dir:
+            from .state import end_tick
+
+            end_tick(args.state_dir)
+
+
+def one_tick(args, started: float) -> int:
+    try:
         deadline = Deadline(args.timeout, started)
         patterns = read_patterns(args)
         endpoint = None if args.dry_run else endpoint_of(args)
         samples, snapshot, memory = tick(patterns, args.host, args.state_dir, deadline, args.source)
-    except HelpRequested:
-        sys.stdout.write(USAGE)
-        return 0
     except HeartbeatError as error:
         say(str(error))
         return 1

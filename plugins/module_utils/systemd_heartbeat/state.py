@@ -10,7 +10,7 @@ import posix
 import struct
 import zlib
 
-from .syscalls import is_regular, join
+from .syscalls import is_regular, join, lexists
 from .values import is_finite
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
@@ -72,6 +72,39 @@ def write_atomically(directory: str, name: str, data: bytes) -> None:
         raise
 
 
+# There while a tick runs (begin_tick .. end_tick). Found by the next tick, it means this one was
+# killed before it finished (systemd's TimeoutStartSec=): its state file may be what made it
+# hang (marshal takes seconds, and no deadline can stop it, to build a crafted set of nested
+# tuples), so the next tick sets the file aside and starts without it, instead of hanging again.
+UNFINISHED = "tick-unfinished"
+UNFINISHED_MEMORY_FILE = MEMORY_FILE + ".unfinished"
+MARK_FLAGS = posix.O_WRONLY | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
+
+
+def begin_tick(state_dir: str) -> "str | None":
+    """Mark the state directory as in use by a tick; a warning if the last tick never finished."""
+    marker = join(state_dir, UNFINISHED)
+    if lexists(marker):
+        try:
+            posix.replace(join(state_dir, MEMORY_FILE), join(state_dir, UNFINISHED_MEMORY_FILE))
+        except OSError:
+            return None  # no state file: nothing to set aside
+        return (f"the last tick did not finish (killed?): its state file is set aside as "
+                f"{UNFINISHED_MEMORY_FILE} and this tick starts without it")
+    try:
+        posix.close(posix.open(marker, MARK_FLAGS, 0o600))
+    except OSError:
+        pass  # a state directory we cannot write: the tick says so when it remembers
+    return None
+
+
+def end_tick(state_dir: str) -> None:
+    try:
+        posix.unlink(join(state_dir, UNFINISHED))
+    except OSError:
+        pass
+
+
 def load_memory(state_dir: "str | None") -> dict:
     """The last successful push's series, timer intervals, calendar periods and drop counts;
     empty (or without the entries that are not well formed) when unknown or unreadable."""
@@ -85,8 +118,8 @@ def load_memory(state_dir: "str | None") -> dict:
         memory = loads_bounded(marshal.loads, data[4:]) if checked else {}
     except FileNotFoundError:
         memory = load_legacy_memory(state_dir)
-    except (OSError, EOFError, ValueError, TypeError, MemoryError):
-        memory = {}
+    except Exception:  # noqa: BLE001 - OSError, or what marshal raises on a crafted file: EOFError,
+        memory = {}    # ValueError, TypeError, MemoryError, and SystemError from a bad code object
     return well_formed(memory)
 
 
@@ -101,14 +134,16 @@ ADDRESS_SPACE_CAPPED = 512 << 20
 
 
 def may_overallocate(data: bytes) -> bool:
-    """Whether some 4-byte count after a list or tuple code is larger than the data could hold
-    (each element takes a byte at least). Our own files have none, but a byte inside a float,
-    a string or a reference often looks like one: then the load is capped (loads_bounded)."""
-    limit = len(data)
+    """Whether the 4-byte counts after list and tuple codes add up to more than the data could
+    hold (each element takes a byte at least; nested containers each claiming a little less
+    than that would add up to gigabytes). Our own files stay below, but a byte inside a float,
+    a string or a reference often looks like a code: then the load is capped (loads_bounded)."""
+    total = len(data)
     for code in CONTAINER_CODES:
         position = data.find(code)
         while position != -1:
-            if int.from_bytes(data[position + 1:position + 5], "little") > limit:
+            total -= int.from_bytes(data[position + 1:position + 5], "little")
+            if total < 0:
                 return True
             position = data.find(code, position + 1)
     return False

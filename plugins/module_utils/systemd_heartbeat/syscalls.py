@@ -50,6 +50,9 @@ def is_regular(mode: int) -> bool:
 
 
 def environment() -> "dict[str, str]":
-    """The process's environment as text, decoded as os.environ decodes it."""
-    return {key.decode("utf-8", "surrogateescape"): value.decode("utf-8", "surrogateescape")
-            for key, value in posix.environ.items()}
+    """The process's environment as text, decoded as os.environ decodes it (the filesystem
+    encoding: UTF-8 under systemd, the locale's elsewhere)."""
+    import sys
+
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {key.decode(encoding, errors): value.decode(encoding, errors) for key, value in posix.environ.items()}
