@@ -92,3 +92,36 @@ def test_globs_in_allowlists(pattern, name, expected):
     from systemd_heartbeat.units import glob_matches, glob_tokens
 
     assert glob_matches(name, glob_tokens(pattern)) is expected
+
+
+def matcher_regex(matcher: str):
+    """The regex of a `unit=~"..."` matcher, as VictoriaMetrics reads it: the double-quoted
+    string unescaped, anchored at both ends (Python's re stands in for RE2 on these constructs)."""
+    import re
+
+    assert matcher.startswith('unit=~"') and matcher.endswith('"')
+    return re.compile(matcher[7:-1].replace("\\\\", "\\"))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=GLOB_ALPHABET, min_size=1, max_size=10).map(lambda p: p + "*.timer"),
+       st.text(alphabet="ab.-]![\\@", max_size=10))
+def test_a_globs_matcher_selects_what_the_heartbeat_matched(pattern, stem):
+    """The dashboard's and the alert rules' regex for a glob (units.unit_matcher) against
+    fnmatch.fnmatchcase, the oracle: a row or a rule means the units the heartbeat reported,
+    also for globs with unclosed brackets, reversed ranges and backslashes."""
+    import fnmatch
+
+    from systemd_heartbeat.units import unit_matcher
+
+    name = stem + "x.timer"
+    assert bool(matcher_regex(unit_matcher(pattern)).fullmatch(name)) == fnmatch.fnmatchcase(name, pattern), \
+        (pattern, name, unit_matcher(pattern))
+
+
+@pytest.mark.parametrize("pattern", ["foo[.service", "a[]b].service", "x[z-a].service", "x[!z-a].service",
+                                     "[a\\-]x.timer", "a\\*.timer", "[^a]*.timer"])
+def test_matchers_of_odd_globs_are_valid_regexes(pattern):
+    from systemd_heartbeat.units import unit_matcher
+
+    matcher_regex(unit_matcher(pattern))  # compiles

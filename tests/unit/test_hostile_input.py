@@ -247,3 +247,12 @@ def test_marshal_allocates_ahead_only_for_lists_and_tuples():
             marshal.loads(bytes([code]) + HUGE + b"N")
     assert hb.may_overallocate(b"[" + HUGE) and hb.may_overallocate(b"(" + HUGE)
     assert not hb.may_overallocate(b"<" + HUGE)
+
+
+def test_one_variable_reads_as_the_whole_environment_does(monkeypatch):
+    """syscalls.getenv (the bus address) and syscalls.environment (the flags' defaults) agree
+    with os.environ, set or unset, non-ASCII included."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/ä")
+    monkeypatch.delenv("SYSTEMD_HEARTBEAT_NOT_SET", raising=False)
+    for name in ("DBUS_SYSTEM_BUS_ADDRESS", "SYSTEMD_HEARTBEAT_NOT_SET", "PATH"):
+        assert hb.getenv(name) == hb.environment().get(name, "") == os.environ.get(name, "")

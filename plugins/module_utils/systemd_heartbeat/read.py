@@ -46,9 +46,8 @@ def bus_socket(source: str, environ=None) -> "tuple[str | None, list[str]]":
     if source != "dbus":
         return None, []
     from .read_bus import BusFailure, system_bus_path
-    from .syscalls import environment
 
     try:
-        return system_bus_path(environment() if environ is None else environ), []
+        return system_bus_path(environ), []
     except BusFailure as error:
         return None, [f"{error}; reading through systemctl instead"]

@@ -16,7 +16,7 @@ import struct
 from .bus_wire import ERROR, Malformed, decode_body, fixed_header, header_fields, marshal_string_array, \
     marshal_strings, method_call, unit_path
 from .model import DeadlineExceeded, HeartbeatError
-from .syscalls import environment
+from .syscalls import getenv
 from .history import state_changed, unexplained_restarts
 from .units import is_glob, is_unit_name, select_units, unit_type
 from .values import is_integer, parse_timestamp
@@ -118,7 +118,7 @@ class BusCallError:
 
 def system_bus_path(environ=None) -> str:
     """The socket of $DBUS_SYSTEM_BUS_ADDRESS's first unix:path= address, else the standard one."""
-    variable = (environment() if environ is None else environ).get("DBUS_SYSTEM_BUS_ADDRESS", "")
+    variable = getenv("DBUS_SYSTEM_BUS_ADDRESS") if environ is None else environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
     for address in variable.split(";"):
         transport, _colon, options = address.partition(":")
         for option in options.split(",") if transport == "unix" else ():

@@ -20,29 +20,26 @@ def join(directory: str, name: str) -> str:
     return directory + name if directory.endswith("/") else f"{directory}/{name}"
 
 
-def answers(call, path: str) -> bool:
+def file_type(call, path: str) -> "int | None":
+    """The S_IFMT bits of what call (posix.stat or posix.lstat) finds at path; None if nothing."""
     try:
-        call(path)
+        return call(path).st_mode & S_IFMT
     except (OSError, ValueError):  # ValueError: a NUL in the path
-        return False
-    return True
+        return None
 
 
 def lexists(path: str) -> bool:
     """Whether anything is at path, a dangling symlink included (os.path.lexists)."""
-    return answers(posix.lstat, path)
+    return file_type(posix.lstat, path) is not None
 
 
 def exists(path: str) -> bool:
     """Whether path leads to something, following symlinks (os.path.exists)."""
-    return answers(posix.stat, path)
+    return file_type(posix.stat, path) is not None
 
 
 def islink(path: str) -> bool:
-    try:
-        return posix.lstat(path).st_mode & S_IFMT == S_IFLNK
-    except (OSError, ValueError):
-        return False
+    return file_type(posix.lstat, path) == S_IFLNK
 
 
 def is_regular(mode: int) -> bool:
@@ -56,3 +53,11 @@ def environment() -> "dict[str, str]":
 
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     return {key.decode(encoding, errors): value.decode(encoding, errors) for key, value in posix.environ.items()}
+
+
+def getenv(name: str) -> str:
+    """One variable of the environment as text ("" when unset), decoded as environment() does."""
+    import sys
+
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return posix.environ.get(name.encode(encoding, errors), b"").decode(encoding, errors)

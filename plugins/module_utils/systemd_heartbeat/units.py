@@ -64,33 +64,47 @@ def unit_matcher(entry: str) -> str:
     """The MetricsQL label matcher for an allowlist entry (a name or glob), normalised as the
     heartbeat reports it: `unit="k3s.service"` for the bare name k3s, a regex for a glob. The
     dashboard, the alert rules and the daily summary select units with it, so a row, a rule
-    and a report line always mean the unit the heartbeat pushed.
+    and a report line always mean the unit the heartbeat pushed: a glob is read by the
+    heartbeat's own glob_tokens, so the regex matches what glob_matches matches.
 
     Written for a double-quoted MetricsQL string: a literal backslash (from \\x2d escapes) is
-    doubled; regex metacharacters go in brackets, which needs no backslash at all.
+    doubled; regex metacharacters go in brackets or get a backslash, itself doubled.
     """
     unit = normalise_unit_pattern(entry)
     if not is_glob(unit):
         return 'unit="' + unit.replace("\\", "\\\\") + '"'
-    regex, in_class = [], False
-    for index, char in enumerate(unit):
-        if in_class:
-            regex.append("^" if char == "!" and unit[index - 1] == "[" else char)
-            in_class = char != "]"
-        elif char == "[":
-            regex.append(char)
-            in_class = True
-        elif char == "*":
-            regex.append(".*")
-        elif char == "?":
-            regex.append(".")
-        elif char == "\\":
-            regex.append("\\\\\\\\")  # a regex-escaped backslash, escaped again for the string
-        elif char in ".+()^$|{}":
-            regex.append(f"[{char}]")
-        else:
-            regex.append(char)
-    return 'unit=~"' + "".join(regex) + '"'
+    return 'unit=~"' + "".join(map(token_regex, glob_tokens(unit))) + '"'
+
+
+# in the string: a regex backslash, doubled for the double-quoted MetricsQL string
+STRING_BACKSLASH = "\\\\"
+
+
+def token_regex(token) -> str:
+    """One glob token as RE2 (VictoriaMetrics), written for a double-quoted string."""
+    if token is STAR:
+        return ".*"
+    if token is ANY:
+        return "."
+    if isinstance(token, str):
+        if token == "\\":
+            return STRING_BACKSLASH * 2
+        if token in "[]":
+            return STRING_BACKSLASH + token
+        return f"[{token}]" if token in ".+()^$|{}" else token
+    negated, ranges = token
+    ranges = [(low, high) for low, high in ranges if low <= high]  # a reversed range matches nothing
+    if not ranges:  # [!] of nothing is any character; [] of nothing, none
+        return "." if negated else "[^" + STRING_BACKSLASH + "s" + STRING_BACKSLASH + "S]"
+    members = "".join(class_member(low) if low == high else f"{class_member(low)}-{class_member(high)}"
+                      for low, high in ranges)
+    return "[" + "^" * negated + members + "]"
+
+
+def class_member(char: str) -> str:
+    if char == "\\":
+        return STRING_BACKSLASH * 2
+    return STRING_BACKSLASH + char if char in "]^-[" else char
 
 
 def parse_allowlist(text: str, source: str) -> list[str]:
