@@ -19,7 +19,7 @@ from .model import DeadlineExceeded, HeartbeatError
 from .syscalls import getenv
 from .history import state_changed, unexplained_restarts
 from .units import is_glob, is_unit_name, select_units, unit_type
-from .values import is_integer, parse_timestamp
+from .values import is_integer, is_word, parse_timestamp
 
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -90,15 +90,10 @@ def _is_string(value) -> bool:
     return isinstance(value, str)
 
 
-def _is_word(value) -> bool:
-    """A short string that becomes a label value (Result, Restart)."""
-    return isinstance(value, str) and 0 < len(value) <= 64
-
-
 _INTEGER = is_integer
 PROPERTY_CHECKS = {
     "NRestarts": _INTEGER, "ExecMainCode": _INTEGER, "ExecMainStatus": _INTEGER,
-    "Type": _is_string, "Result": _is_word, "Restart": _is_word,
+    "Type": _is_string, "Result": is_word, "Restart": is_word,
     "TimersMonotonic": _timers((str, int, int)), "TimersCalendar": _timers((str, str, int)),
 }
 

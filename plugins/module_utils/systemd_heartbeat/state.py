@@ -11,7 +11,7 @@ import struct
 import zlib
 
 from .syscalls import is_regular, join, lexists
-from .values import is_finite
+from .values import is_finite, is_word
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
 # The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
@@ -198,10 +198,6 @@ def _is_small_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -(1 << 32) <= value <= 1 << 32
 
 
-def _is_word(value) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64
-
-
 def _is_bool(value) -> bool:
     return isinstance(value, bool)
 
@@ -210,7 +206,7 @@ def _is_bool(value) -> bool:
 RECORD_FIELDS = {
     "changed": _is_time, "entered": _is_time, "failed_at": _is_time, "restarts": _is_small_int,
     "pending": _is_bool, "gave_up": _is_bool, "exit_code": _is_small_int, "exit_status": _is_small_int,
-    "failure_code": _is_small_int, "failure_status": _is_small_int, "result": _is_word,
+    "failure_code": _is_small_int, "failure_status": _is_small_int, "result": is_word,
 }
 
 

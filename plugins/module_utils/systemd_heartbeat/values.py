@@ -9,6 +9,12 @@ def is_integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_word(value) -> bool:
+    """A short string that becomes a label value (Result, Restart), read from the bus or kept
+    in the state file."""
+    return isinstance(value, str) and 0 < len(value) <= 64
+
+
 def is_finite(value) -> bool:
     """A real number, not nan or an infinity (x - x is 0 only for those; math costs an import)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value - value == 0
