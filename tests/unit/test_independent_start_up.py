@@ -11,7 +11,6 @@ gets through cannot take the machine's memory, and are then judged on their peak
 from __future__ import annotations
 
 import ast
-import fnmatch
 import itertools
 import marshal
 import os
@@ -28,7 +27,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2] / "plugins/module_utils")
@@ -36,6 +35,7 @@ if PACKAGE_PARENT not in sys.path:
     sys.path.insert(0, PACKAGE_PARENT)
 
 from systemd_heartbeat import state, syscalls, units  # noqa: E402
+from glob_oracle import cpython_negates_a_literal_bang, fnmatch_oracle  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -63,7 +63,7 @@ def test_glob_exhaustively_small_patterns_against_fnmatch():
             pattern = "".join(chars)
             tokens = units.glob_tokens(pattern)
             for name in names:
-                expected = fnmatch.fnmatchcase(name, pattern)
+                expected = fnmatch_oracle(name, pattern)
                 if units.glob_matches(name, tokens) != expected:
                     failures.append((pattern, name, expected))
                     if len(failures) >= 20:
@@ -94,7 +94,7 @@ def test_glob_edge_patterns_against_fnmatch(pattern):
     tokens = units.glob_tokens(pattern)
     assert isinstance(tokens, list)
     for name in EDGE_NAMES + [pattern, pattern + "a", "a" + pattern]:
-        assert units.glob_matches(name, tokens) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+        assert units.glob_matches(name, tokens) == fnmatch_oracle(name, pattern), (pattern, name)
 
 
 def test_glob_tokens_can_be_reused():
@@ -102,7 +102,7 @@ def test_glob_tokens_can_be_reused():
     tokens = units.glob_tokens("*[!a-c]?.serv[i]ce")
     names = ["xd1.service", "xa1.service", "d1.service", "a1.service", "dd.service", "d.service"] * 3
     assert [units.glob_matches(name, tokens) for name in names] == [
-        fnmatch.fnmatchcase(name, "*[!a-c]?.serv[i]ce") for name in names]
+        fnmatch_oracle(name, "*[!a-c]?.serv[i]ce") for name in names]
 
 
 GLOB_CHARS = st.sampled_from(list("*?[]!-^\\abcz.@é\U0001f600\n\x00/"))
@@ -133,20 +133,23 @@ def pattern_and_name(draw):
 @given(pattern_and_name())
 def test_glob_random_against_fnmatch(case):
     pattern, name = case
-    assert glob(name, pattern) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+    assume(not cpython_negates_a_literal_bang(pattern))
+    assert glob(name, pattern) == fnmatch_oracle(name, pattern), (pattern, name)
 
 
 @settings(max_examples=1500, deadline=None)
 @given(st.text(max_size=10), st.text(max_size=10))
 def test_glob_arbitrary_unicode_against_fnmatch(pattern, name):
-    assert glob(name, pattern) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+    assume(not cpython_negates_a_literal_bang(pattern))
+    assert glob(name, pattern) == fnmatch_oracle(name, pattern), (pattern, name)
 
 
 @settings(max_examples=1500, deadline=None)
 @given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=12),
        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=12))
 def test_glob_printable_ascii_against_fnmatch(pattern, name):
-    assert glob(name, pattern) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+    assume(not cpython_negates_a_literal_bang(pattern))
+    assert glob(name, pattern) == fnmatch_oracle(name, pattern), (pattern, name)
 
 
 def timed_glob(name: str, pattern: str) -> tuple[bool, float]:
@@ -170,7 +173,7 @@ def timed_glob(name: str, pattern: str) -> tuple[bool, float]:
 ])
 def test_glob_is_not_exponential(pattern, name, budget):
     result, elapsed = timed_glob(name, pattern)
-    assert result == fnmatch.fnmatchcase(name, pattern)
+    assert result == fnmatch_oracle(name, pattern)
     assert elapsed < budget, f"{elapsed:.3f} s for pattern of {len(pattern)} against name of {len(name)}"
 
 
@@ -179,8 +182,10 @@ def test_glob_long_inputs_against_fnmatch():
     for _ in range(40):
         pattern = "".join(rng.choice("ab*?[]!-") for _ in range(rng.randrange(50, 200)))
         name = "".join(rng.choice("ab-]!") for _ in range(rng.randrange(100, 400)))
+        if cpython_negates_a_literal_bang(pattern):
+            continue  # glob_oracle.py: left to glibc
         result, elapsed = timed_glob(name, pattern)
-        assert result == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+        assert result == fnmatch_oracle(name, pattern), (pattern, name)
         assert elapsed < 1.0, (pattern, name, elapsed)
     long_class = "[" + "".join(chr(c) for c in range(0x100, 0x2100)) + "]"
     assert glob("\u2000", long_class) is True and glob("a", long_class) is False
