@@ -314,18 +314,59 @@ def ensure_nspawn_runtime() -> None:
         (RUN / "mounted-nspawn-runtime").write_text("1\n")
 
 
+# The cgroup hierarchies a container's systemd keeps its units in (v1 name=systemd and the
+# unified v2 one, on these machines).
+CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+
+
+def host_cgroups(host: str) -> list[Path]:
+    """A cgroup of the host's own in each hierarchy. With --keep-unit, nspawn puts its container
+    in `payload` below its own cgroup; started from one cgroup, every lab host's systemd would
+    share /payload/system.slice/, and a unit of the same name on two hosts would be one cgroup:
+    one host's systemd removed it under the other's next start (status 219/CGROUP, "Failed to
+    attach to cgroup ... No such file or directory") or killed what was in it."""
+    seen, cgroups = set(), []
+    for hierarchy in CGROUP_HIERARCHIES:
+        if (hierarchy / "cgroup.procs").is_file() and hierarchy.resolve() not in seen:
+            seen.add(hierarchy.resolve())
+            cgroups.append(hierarchy / host)  # host names start with lab-
+    return cgroups
+
+
+def enter_cgroups(cgroups: list[Path]) -> None:
+    """In the child, before nspawn runs: move it into the host's own cgroups."""
+    for cgroup in cgroups:
+        (cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+
+def remove_cgroups(host: str) -> None:
+    """The host's cgroups, deepest first, once its processes are gone (best effort)."""
+    for top in host_cgroups(host):
+        if top.is_dir():
+            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
 def boot(host: str) -> None:
     if nspawn_pid(host) is not None:
         return
     root = prepare_rootfs(host)
     ensure_nspawn_runtime()
+    remove_cgroups(host)  # what an earlier boot of this host left: its systemd starts afresh
+    cgroups = host_cgroups(host)
+    for cgroup in cgroups:
+        cgroup.mkdir(exist_ok=True)
     console = open(host_dir(host) / "console.log", "ab")
     # --console=read-only: the console is drained into a file; with "passive" nobody reads
     # it and, once its buffer fills, PID 1 blocks and every systemctl call hangs.
     process = subprocess.Popen(
         ["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-D", str(root), "-M", host,
          "-b", "--console=read-only"],
-        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: enter_cgroups(cgroups))
     (host_dir(host) / "nspawn.pid").write_text(f"{process.pid}\n")
 
 
@@ -365,6 +406,7 @@ def stop_host(host: str) -> None:
         if not wait_gone(pid, 20) and leader is not None:
             os.kill(leader, signal.SIGKILL)  # a hung PID 1 ends the whole container
             wait_gone(pid, 10)
+    remove_cgroups(host)
     shutil.rmtree(host_dir(host), ignore_errors=True)
 
 
