@@ -18,7 +18,7 @@ import pytest
 import lab as lab_module
 from helpers import ROOT
 
-HOST = "lab-host11"  # its own host: molecule has 3-5, the bench 6-9, tests/lab 1-2
+HOST = "lab-host11"  # its own host: molecule has 3-5, 12 and 13, the bench 6-9, tests/lab 1-2
 BIN = Path(sys.executable).parent
 COLLECTION = "coilysiren.systemd_monitoring"
 # ansible-test bootstraps pip in each venv with a script it downloads from a host these machines

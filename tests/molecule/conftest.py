@@ -1,7 +1,8 @@
 """Controller-side checks molecule's verify runs after converge (molecule/default/verify.yml).
 
 They drive ansible-playbook and the module against the scenario's lab hosts and read the real
-VictoriaMetrics. Run only by molecule: the hosts exist between its create and destroy.
+VictoriaMetrics. Run only by molecule: the hosts exist between its create and destroy. Verify runs
+test_auto_pull.py and test_mass_restart.py each in a pytest of its own, beside the others.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from helpers import ROOT, VictoriaMetrics
 
 SCENARIO_HOSTS = ("lab-host3", "lab-host4")
 FRESH_HOST = "lab-host5"
+# The two longest checks (minutes of waiting on timers and alerts each) have a host of their own,
+# so verify runs each beside the rest (molecule/default/verify.yml): what they restart, fail,
+# reboot and allowlist happens on a host no other check reads. Alerts are per host.
+AUTO_PULL_HOST = "lab-host12"
+MASS_RESTART_HOST = "lab-host13"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The follow-up this monitoring unblocks: the infrastructure-auto-pull timer and service of
-docs/examples, installed as they are on lab-host4 (with a real git repository to poll and a
+docs/examples, installed as they are on lab-host12 (with a real git repository to poll and a
 caddy.service to reload; the lab polls every 20 s instead of 5 min) and added to the allowlist,
 nothing else. It reloads caddy when caddy/ changes; its rows appear on the dashboard with data;
 a pull that keeps failing fires the restart-loop alert and then the failed one (systemd gave up),
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from conftest import lab_host, write_inventory
+from conftest import AUTO_PULL_HOST, lab_host, write_inventory
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import alert_latency  # noqa: E402
 from helpers_dashboard import panel_queries, systemd_dashboard  # noqa: E402
 
-HOST = "lab-host4"
+HOST = AUTO_PULL_HOST
 
 
 def test_adding_the_auto_pull_timer_to_the_allowlist_is_all_it_takes(tmp_path, victoria):

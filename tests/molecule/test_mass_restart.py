@@ -1,14 +1,15 @@
 """Mass restarts, end to end with real vmalert (lab-host3, the role's) and the lab's
-Alertmanager: three load-bearing units restarted at once on lab-host4 fire SystemdMassRestart
-(event=units), naming them, and it resolves after the window; then lab-host4 reboots (its root
+Alertmanager: three load-bearing units restarted at once on lab-host13 fire SystemdMassRestart
+(event=units), naming them, and it resolves after the window; then lab-host13 reboots (its root
 filesystem and the deployed heartbeat stay): SystemdMassRestart (event=reboot) fires, the units
 restarting with the boot do not fire the units event, and it resolves. The dashboard's
-annotation query finds both. Last in verify: the reboot restarts everything on lab-host4.
+annotation query finds both. lab-host13 is this file's alone: the reboot restarts everything on it.
 bench/alert_latency.py runs the same scenarios for BENCHMARKS.md."""
 from __future__ import annotations
 
 import sys
 
+from conftest import MASS_RESTART_HOST
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -16,7 +17,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import alert_latency  # noqa: E402
 from helpers_dashboard import systemd_dashboard  # noqa: E402
 
-HOST = "lab-host4"
+HOST = MASS_RESTART_HOST
 WINDOW = 120  # molecule/default/host_vars/lab-host3.yml: systemd_monitoring_alerts_mass_restart_window_seconds
 
 
