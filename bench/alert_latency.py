@@ -296,7 +296,8 @@ def run_auto_pull_scenario(host: str) -> dict[str, dict]:
     loop_resolved = lab.wait_until("the restart-loop alert to resolve", lambda: not firing(
         "SystemdUnitRestartLoop", host, AUTO_PULL) and time.time(), 600, step=2)
     results["auto-pull restart loop"] = {"latency": loop - fourth, "resolved_after_fix": loop_resolved - fixed}
-    results["auto-pull failed"] = {"latency": failed_at - gave_up, "resolved_after_fix": failed_resolved - fixed}
+    results["auto-pull failed"] = {"latency": failed_at - gave_up, "resolved_after_fix": failed_resolved - fixed,
+                                   "gave_up_at": gave_up, "fired_at": failed_at}
     # the timer stops (disabled by hand, or its job hangs): stale after 2 x 20 s
     lab.wait_until("the timer to fire after the fix", lambda: unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") > fixed,
                60)
