@@ -325,12 +325,8 @@ def host_cgroups(host: str) -> list[Path]:
     share /payload/system.slice/, and a unit of the same name on two hosts would be one cgroup:
     one host's systemd removed it under the other's next start (status 219/CGROUP, "Failed to
     attach to cgroup ... No such file or directory") or killed what was in it."""
-    seen, cgroups = set(), []
-    for hierarchy in CGROUP_HIERARCHIES:
-        if (hierarchy / "cgroup.procs").is_file() and hierarchy.resolve() not in seen:
-            seen.add(hierarchy.resolve())
-            cgroups.append(hierarchy / host)  # host names start with lab-
-    return cgroups
+    # host names start with lab-
+    return [hierarchy / host for hierarchy in CGROUP_HIERARCHIES if (hierarchy / "cgroup.procs").is_file()]
 
 
 def enter_cgroups(cgroups: list[Path]) -> None:
@@ -342,12 +338,9 @@ def enter_cgroups(cgroups: list[Path]) -> None:
 def remove_cgroups(host: str) -> None:
     """The host's cgroups, deepest first, once its processes are gone (best effort)."""
     for top in host_cgroups(host):
-        if top.is_dir():
-            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+        for directory, _subdirectories, _files in os.walk(top, topdown=False):
             with contextlib.suppress(OSError):
-                top.rmdir()
+                os.rmdir(directory)
 
 
 def boot(host: str) -> None:
