@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import HOST, assert_bus_values, assert_clean
+from blackbox import HOST, assert_bus_values, assert_clean
 
 T = 2.0
 HINT = re.compile(r"instance|@\*|e\.g\.|for example|glob|template", re.I)

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from conftest import (
+from blackbox import (
     UNIT_ARGS,
     assert_bus_values,
     assert_clean,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import (
+from blackbox import (
     IS_ROOT,
     UNIT_ARGS,
     assert_bus_values,
@@ -92,7 +92,7 @@ def test_fifo_in_the_spool_neither_blocks_nor_breaks_the_tick(run, bus, make_end
                     reason="needs root, unshare and ip for a private network and resolv.conf")
 def test_dns_that_never_answers_is_bounded(tmp_path, bus):
     """A resolver that swallows queries (in a private network namespace) must not stretch the tick."""
-    from conftest import PROGRAM, PYTHON
+    from blackbox import PROGRAM, PYTHON
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:5\n")
     hosts = tmp_path / "hosts"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (
+from blackbox import (
     HOST,
     UNIT_ARGS,
     assert_clean,

@@ -9,7 +9,7 @@ import resource
 
 import pytest
 
-from conftest import (
+from blackbox import (
     HOST,
     SPOOL_NAME,
     UNIT_ARGS,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import UNIT_ARGS, assert_bus_values, assert_clean, assert_within
+from blackbox import UNIT_ARGS, assert_bus_values, assert_clean, assert_within
 
 T = 3.0
 

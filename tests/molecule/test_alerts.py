@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from conftest import lab_host, write_inventory
+from scenario import lab_host, write_inventory
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from conftest import AUTO_PULL_HOST, lab_host, write_inventory
+from scenario import AUTO_PULL_HOST, lab_host, write_inventory
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -9,7 +9,7 @@ import json
 import sys
 
 
-from conftest import SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
+from scenario import SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
 from helpers import ROOT, inventory_allowlist
 
 sys.path.insert(0, str(ROOT / "tests"))

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lab as lab_module
-from conftest import FRESH_HOST, SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
+from scenario import FRESH_HOST, SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
 from helpers import ROOT, inventory_allowlist
 
 def on_host(host: str, command: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from conftest import MASS_RESTART_HOST
+from scenario import MASS_RESTART_HOST
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
