@@ -62,6 +62,31 @@ def test_a_failure_between_two_ticks_is_seen_through_the_restart_counter():
     assert (records[2]["result"], records[2]["failure_status"], records[2]["gave_up"]) == ("exit-code", 3, False)
 
 
+def test_a_restart_already_counted_is_not_discounted_again():
+    """systemd >= 254 counts the restart when it queues its job (auto-restart-queued: NRestarts
+    already 5, seen on 257). A failure and restart between that tick and the next one rise the
+    counter to 6: a failure, not the restart that was queued (a lab run on 257 missed it so)."""
+    records = ticks(
+        service("activating", "auto-restart-queued", 5, 1, 5, "exit-code", changed=1010,
+                ExecMainExitTimestamp=1009),
+        service(restarts=6, changed=1040, ActiveExitTimestamp=1039, InactiveEnterTimestamp=1039),
+    )
+    assert records[0]["failed_at"] == 1009.0 and "pending" not in records[0]
+    assert records[1]["failed_at"] == 1039.0 and records[1]["exit_status"] == 5
+
+
+def test_a_restart_not_yet_counted_is_not_a_failure():
+    """In auto-restart (and failed-before-auto-restart) the counter does not hold the restart
+    yet: its rise by one at the next tick is that restart."""
+    for sub, state in (("auto-restart", "activating"), ("failed-before-auto-restart", "failed")):
+        records = ticks(
+            service(state, sub, 5, 1, 5, "exit-code", changed=1010, ExecMainExitTimestamp=1009),
+            service(restarts=6, changed=1011, ActiveExitTimestamp=1009, InactiveEnterTimestamp=1009),
+        )
+        assert records[0]["pending"] is True, sub
+        assert records[1]["failed_at"] == records[0]["failed_at"], sub
+
+
 def test_a_oneshot_loop_that_never_becomes_active_is_placed_when_it_went_down():
     records = ticks(service("activating", "start", 1, changed=1000),
                     service("activating", "start", 2, changed=1033, InactiveEnterTimestamp=1032))

@@ -12,8 +12,8 @@ forgotten. README "Metrics" defines every value; this module is that definition 
 A record (a plain dict, so marshal stores it and state.well_formed can check it):
     changed     StateChangeTimestamp seen (Unix seconds; 0 = none)
     restarts    NRestarts seen (services; absent = unknown)
-    pending     the unit was seen failed and waiting for its automatic restart: the next
-                rise of NRestarts is that restart, not a new failure
+    pending     the unit was seen failed and waiting for its automatic restart, not yet
+                counted: the next rise of NRestarts is that restart, not a new failure
     entered     ActiveEnterTimestamp (0 = never active since boot)
     exit_code, exit_status      the most recent exit of the main process seen (code 0 = none)
     failed_at   the last failure (0 = none seen), and of that failure:
@@ -34,6 +34,11 @@ RESTARTS_ON_FAILURE = {
 # Sub-states of a service whose run just ended and whose automatic restart is due
 # (systemd >= 254 adds the queued one and passes a failing service through the last one).
 RESTART_PENDING = ("auto-restart", "auto-restart-queued", "failed-before-auto-restart")
+# Those of them in which NRestarts does not count that restart yet: systemd counts it when it
+# queues the restart job, which >= 254 shows as auto-restart-queued (seen on 257: 1, then 2 in
+# auto-restart-queued, then running at 2). On 249-253 the job is queued in auto-restart too, for
+# as long as it waits for other jobs (milliseconds unless ordered after one): not told apart.
+RESTART_NOT_COUNTED = ("auto-restart", "failed-before-auto-restart")
 EXIT_CODES = {1: "exited", 2: "killed", 3: "dumped"}  # ExecMainCode, as systemctl status words it
 ACTIVE = ("active", "reloading")
 
@@ -134,7 +139,7 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None") ->
         record["gave_up"] = gave_up(unit)
     if restarts is not None:
         record["restarts"] = restarts
-        if str(unit.get("SubState", "")) in RESTART_PENDING:
+        if str(unit.get("SubState", "")) in RESTART_NOT_COUNTED:
             record["pending"] = True
         else:
             record.pop("pending", None)
