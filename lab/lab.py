@@ -325,7 +325,7 @@ def host_cgroups(host: str) -> list[Path]:
     share /payload/system.slice/, and a unit of the same name on two hosts would be one cgroup:
     one host's systemd removed it under the other's next start (status 219/CGROUP, "Failed to
     attach to cgroup ... No such file or directory") or killed what was in it."""
-    # host names start with lab-
+    # a top-level cgroup named after the host: lab-... names no cgroup of the machine's own
     return [hierarchy / host for hierarchy in CGROUP_HIERARCHIES if (hierarchy / "cgroup.procs").is_file()]
 
 

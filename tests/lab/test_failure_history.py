@@ -83,17 +83,26 @@ def host(request, lab):
               # something else holds history-taken.socket's port
               "systemd-run -q --unit history-port-holder python3 -c 'import socket, time; s = socket.socket(); "
               "s.bind((\"127.0.0.1\", 45872)); s.listen(); time.sleep(3600)'", "sleep 0.5"]
-    script += [f"cat > {shlex.quote('/etc/systemd/system/' + unit)} <<'UNIT'\n{text}UNIT" for unit, text in UNITS.items()]
-    script += ["systemctl daemon-reload",
+    script += unit_files(UNITS) + ["systemctl daemon-reload",
                "systemctl start history-crash.service history-quick.service history-gone.service "
                "history-watch.path history.socket 'run-history\\x2dmount.mount' history-in-slice.service",
                "systemctl start history-taken.socket || true"]
     sh(lab, name, "\n".join(script))
     yield name
-    units = " ".join(shlex.quote(u) for u in UNITS)
-    sh(lab, name, f"systemctl stop {units} history-port-holder.service; systemctl reset-failed {units}; "
-                  f"cd /etc/systemd/system && rm -f {units}; systemctl daemon-reload; "
-                  f"rm -rf {STATE} /run/history-quick-ok /run/history-watch", check=False)
+    remove_units(lab, name, UNITS, "history-port-holder.service",
+                 also=f"{STATE} /run/history-quick-ok /run/history-watch")
+
+
+def unit_files(units: dict[str, str]) -> list[str]:
+    """Shell lines that write each unit file."""
+    return [f"cat > {shlex.quote('/etc/systemd/system/' + unit)} <<'UNIT'\n{text}UNIT" for unit, text in units.items()]
+
+
+def remove_units(lab, host: str, units: dict[str, str], *running: str, also: str) -> None:
+    """Stop the units (and what else is running), forget them, remove their files and `also`."""
+    names = " ".join(shlex.quote(unit) for unit in units)
+    sh(lab, host, f"systemctl stop {names} {' '.join(running)}; systemctl reset-failed {names}; "
+                  f"cd /etc/systemd/system && rm -f {names}; systemctl daemon-reload; rm -rf {also}", check=False)
 
 
 def parse(text: str) -> dict[tuple, float]:
@@ -107,18 +116,22 @@ def parse(text: str) -> dict[tuple, float]:
     return samples
 
 
-def tick(lab, host: str, victoria) -> dict[tuple, float]:
+def tick(lab, host: str, victoria, watched: tuple[str, str, str] | None = None) -> dict[tuple, float]:
     """A real tick with the state directory, pushed; then what a dry run with the memory it
-    left would push (this moment's samples, for the assertions)."""
-    answer = lab.ssh(host, f"{PROGRAM} --host {host}-history --url {victoria.otlp} --state-dir {STATE} "
-                           f"{UNIT_FLAGS}", check=False)
+    left would push (this moment's samples, for the assertions). `watched`: the host label's
+    suffix, the state directory and the unit flags, if not the module's."""
+    suffix, state, flags = watched or ("history", STATE, UNIT_FLAGS)
+    answer = lab.ssh(host, f"{PROGRAM} --host {host}-{suffix} --url {victoria.otlp} --state-dir {state} {flags}",
+                     check=False)
     assert answer.returncode == 0, answer.stderr
-    return dry_run(lab, host)[0]
+    return dry_run(lab, host, watched=watched)[0]
 
 
-def dry_run(lab, host: str, source: str = "dbus") -> tuple[dict[tuple, float], str]:
-    answer = lab.ssh(host, f"{PROGRAM} --host {host}-history --dry-run --state-dir {STATE} --source {source} "
-                           f"{UNIT_FLAGS}", check=False)
+def dry_run(lab, host: str, source: str = "dbus",
+            watched: tuple[str, str, str] | None = None) -> tuple[dict[tuple, float], str]:
+    suffix, state, flags = watched or ("history", STATE, UNIT_FLAGS)
+    answer = lab.ssh(host, f"{PROGRAM} --host {host}-{suffix} --dry-run --state-dir {state} --source {source} {flags}",
+                     check=False)
     assert answer.returncode == 0, answer.stderr
     return {k: v for k, v in parse(answer.stdout).items() if v == v}, answer.stderr
 
@@ -269,20 +282,9 @@ def test_a_restart_counted_while_queued_is_not_taken_for_the_next_failure(lab, h
     tick having landed in that state by chance)."""
     if int(sh(lab, host, "systemctl --version").split()[1]) < 254:
         pytest.skip("auto-restart-queued is systemd >= 254's")
-    state, flags = STATE + "-queued", "--unit history-queued.service"
-    script = [f"rm -rf {state}; mkdir -p {state}"]
-    script += [f"cat > /etc/systemd/system/{unit} <<'UNIT'\n{text}UNIT" for unit, text in QUEUED.items()]
-    script += ["systemctl daemon-reload", "systemctl start history-queued.service"]
-    sh(lab, host, "\n".join(script))
-
-    def look(*more: str) -> dict[tuple, float]:
-        answer = lab.ssh(host, f"{PROGRAM} --host {host}-queued --url {victoria.otlp} --state-dir {state} {flags}",
-                         check=False)
-        assert answer.returncode == 0, answer.stderr
-        answer = lab.ssh(host, f"{PROGRAM} --host {host}-queued --dry-run --state-dir {state} {flags}", check=False)
-        assert answer.returncode == 0, answer.stderr
-        return {k: v for k, v in parse(answer.stdout).items() if v == v}
-
+    watched = ("queued", STATE + "-queued", "--unit history-queued.service")
+    script = [f"rm -rf {watched[1]}; mkdir -p {watched[1]}"] + unit_files(QUEUED)
+    sh(lab, host, "\n".join(script + ["systemctl daemon-reload", "systemctl start history-queued.service"]))
     try:
         wait_until("history-queued waiting to restart",
                    lambda: show(lab, host, "history-queued.service", "SubState")["SubState"] == "auto-restart",
@@ -291,18 +293,16 @@ def test_a_restart_counted_while_queued_is_not_taken_for_the_next_failure(lab, h
         wait_until("its restart queued behind history-blocker", lambda: show(
             lab, host, "history-queued.service", "SubState")["SubState"] == "auto-restart-queued", timeout=10, step=0.05)
         counted = int(show(lab, host, "history-queued.service", "NRestarts")["NRestarts"])
-        first = look()
+        first = tick(lab, host, victoria, watched)
         assert show(lab, host, "history-queued.service", "SubState")["SubState"] == "auto-restart-queued", \
             "the tick did not land while the restart was queued"
         # the queued restart runs once history-blocker is done, fails 1 s later and is restarted
         wait_until("a failure and restart after the tick", lambda: int(show(
             lab, host, "history-queued.service", "NRestarts")["NRestarts"]) > counted, timeout=30, step=0.05)
         exited = when(lab, host, "history-queued.service", "ActiveExitTimestamp")
-        later = look()
+        later = tick(lab, host, victoria, watched)
         failed_at = "systemd_unit_last_failure_timestamp_seconds"
         assert value(later, failed_at, "history-queued.service") > value(first, failed_at, "history-queued.service")
         assert value(later, failed_at, "history-queued.service") == pytest.approx(exited, abs=0.01)
     finally:
-        units = " ".join(QUEUED)
-        sh(lab, host, f"systemctl stop {units}; systemctl reset-failed {units}; cd /etc/systemd/system && "
-                      f"rm -f {units}; systemctl daemon-reload; rm -rf {state}", check=False)
+        remove_units(lab, host, QUEUED, also=watched[1])
