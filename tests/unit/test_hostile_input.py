@@ -132,7 +132,7 @@ def test_a_unit_that_disappears_between_two_ticks_gets_its_series_ended(tmp_path
 
     first, _, memory = hb.tick([], "h", str(tmp_path), hb.Deadline(5), "systemctl", run_with(["gone.service", "stays.service"]))
     hb.remember(str(tmp_path), hb.pushed_memory(first, {}, {}))
-    hb.end_tick(str(tmp_path))  # as main() ends every tick that was not killed
+    hb.unlock_state(str(tmp_path))  # as main() does at the end of every tick
     second, _, memory = hb.tick([], "h", str(tmp_path), hb.Deadline(5), "systemctl", run_with(["stays.service"]))
     second += hb.staleness_markers(memory, second)
     ended = sorted(name for name, _, labels, value in second

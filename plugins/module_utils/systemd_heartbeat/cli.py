@@ -11,6 +11,7 @@ import time
 
 from .model import Deadline, DeadlineExceeded, HeartbeatError
 from .syscalls import environment, exists, islink, join, lexists
+from .text import one_line
 from .values import is_finite
 
 DEFAULT_URL = "http://localhost:30428/opentelemetry/v1/metrics"
@@ -152,20 +153,29 @@ def read_patterns(args) -> list[str]:
     return unique(patterns)
 
 
-def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, source: str = "dbus", run=None):
+def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, source: str = "dbus", run=None,
+         writes: bool = True):
     """Read and shape one tick: (samples without staleness markers, snapshot, memory), where
     memory is what the last push left, with this tick's history records ("units") and wall
-    time ("wall") for the next (history.py)."""
+    time ("wall") for the next (history.py). A run that `writes` its state directory holds
+    the directory's lock from here until it exits, and sets aside a state file it cannot use;
+    one that does not (--dry-run) only reads."""
     from .history import observe_all
     from .read import bus_socket, collect
     from .shape import calendar_expressions, shape
-    from .state import begin_tick, load_memory
+    from .state import begin_load, end_load, load_memory, lock_state
 
-    unfinished = begin_tick(state_dir) if state_dir else None
-    memory = load_memory(state_dir)  # first: the bus asks less of what it already knows
-    bus, warnings = bus_socket(source)
+    warnings = []
+    if state_dir and writes:
+        lock_state(state_dir, deadline.remaining("waiting for the state directory") / 2)
+        warnings.append(begin_load(state_dir))
+    # first: the bus asks less of what it already knows
+    memory = load_memory(state_dir, deadline.timeout, warnings, set_aside_bad=writes)
+    if state_dir and writes:
+        end_load(state_dir)
+    bus, more = bus_socket(source)
     snapshot = collect(patterns, deadline, bus, run, memory["units"])
-    snapshot.warnings[:0] = warnings + ([unfinished] if unfinished else [])
+    snapshot.warnings[:0] = [w for w in warnings if w] + more
     calendar = memory.get("calendar", {})
     wanted = calendar_expressions(snapshot.units, calendar)
     if wanted:
@@ -194,7 +204,7 @@ def format_sample(sample: tuple) -> str:
     """Prometheus text style: name{label="value",...} value."""
     name, _kind, labels, value = sample
     text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
-    line = f"{name}{{{text}}} {format_value(value)}"
+    line = one_line(f"{name}{{{text}}} {format_value(value)}")
     if value is None:
         line += "  # staleness marker: this series ended"
     return line
@@ -205,7 +215,9 @@ def escape_label(value: str) -> str:
 
 
 def say(message: str) -> None:
-    sys.stderr.write(f"systemd-heartbeat: {message}\n")
+    """One line on stderr, whatever the message holds: texts from outside (a reason phrase, a
+    bus error, a unit name) can carry newlines, which the journal would take as new entries."""
+    sys.stderr.write(f"systemd-heartbeat: {one_line(message)}\n")
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -220,11 +232,11 @@ def main(argv: "list[str] | None" = None) -> int:
         return 1
     try:
         return one_tick(args, started)
-    finally:  # not reached when the tick is killed: state.UNFINISHED stays for the next one
+    finally:  # a killed tick's lock goes with its process
         if args.state_dir:
-            from .state import end_tick
+            from .state import unlock_state
 
-            end_tick(args.state_dir)
+            unlock_state(args.state_dir)
 
 
 def one_tick(args, started: float) -> int:
@@ -232,7 +244,8 @@ def one_tick(args, started: float) -> int:
         deadline = Deadline(args.timeout, started)
         patterns = read_patterns(args)
         endpoint = None if args.dry_run else endpoint_of(args)
-        samples, snapshot, memory = tick(patterns, args.host, args.state_dir, deadline, args.source)
+        samples, snapshot, memory = tick(patterns, args.host, args.state_dir, deadline, args.source,
+                                         writes=not args.dry_run)
     except HeartbeatError as error:
         say(str(error))
         return 1
@@ -306,14 +319,18 @@ def deliver(args, endpoint, samples: list[tuple], snapshot, memory: dict, waitin
     elif failure is not None:
         return fail(failure)
     # A spooled payload will reach VictoriaMetrics before the next tick's: remember it too.
-    # A rejected one never will: keep the last push's series, count the drop.
+    # A rejected one never will: keep the last push's series (they still need their staleness
+    # markers), count the drop; what the tick saw of each unit is kept all the same, since
+    # systemd may have forgotten it by the next tick.
     if rejected:
-        keep = dict(memory, spool_dropped=dropped)
-        keep.pop("next", None)
+        keep = dict(memory, spool_dropped=dropped, **memory["next"])
+        del keep["next"]
     else:
         keep = pushed_memory(samples, memory["calendar"], dropped, memory["next"])
     try:
-        remember(args.state_dir, keep)
+        warning = remember(args.state_dir, keep, args.timeout)
+        if warning:
+            say(f"warning: {warning}")
     except OSError as error:
         say(f"warning: cannot record the push in {args.state_dir}: {error.strerror}")
     if rejected:

@@ -5,6 +5,8 @@ message and says which; tests decode the result with the official opentelemetry-
 import struct
 import zlib
 
+from .text import valid_text
+
 
 def _varint(number: int) -> bytes:
     """Base-128 varint, least significant group first."""
@@ -29,7 +31,12 @@ def _bytes_field(field: int, payload: bytes) -> bytes:
 
 
 def _string_field(field: int, text: str) -> bytes:
-    return _bytes_field(field, text.encode("utf-8", "surrogateescape"))
+    """A protobuf string is valid UTF-8: a byte systemd passed on that was not (kept by
+    surrogateescape) or a lone surrogate from a state file is written as an escape (text.py)."""
+    try:
+        return _bytes_field(field, text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return _bytes_field(field, valid_text(text).encode("utf-8"))
 
 
 def _key_value(key: str, value: str) -> bytes:

@@ -10,7 +10,7 @@ import time
 
 from .model import DeadlineExceeded, HeartbeatError
 from .units import is_glob, is_unit_name, select_units
-from .values import parse_timestamp
+from .values import as_int, is_word, parse_timestamp
 
 # Properties one batched `systemctl show` asks for: every one the D-Bus reader may ask
 # (read_bus.BUS_PROPERTIES and the tables after it). `systemctl show` fetches them all from
@@ -24,6 +24,11 @@ SHOW_PROPERTIES = (
     "LastTriggerUSec", "NextElapseUSecRealtime", "NextElapseUSecMonotonic",
     "TimersMonotonic", "TimersCalendar",
 )
+# What the D-Bus reader gets typed (read_bus.PROPERTY_CHECKS) comes here as text: a value that
+# is not one of systemd's (a number past 64 bits, a Result that is not a word) is left out, as
+# the bus reader leaves out a value of the wrong type, so both sources give the same series.
+INTEGER_PROPERTIES = ("NRestarts", "ExecMainCode", "ExecMainStatus")
+WORD_PROPERTIES = ("Result", "Restart")
 MANAGER_UNIT = "init.scope"  # PID 1's own scope: when it became active is when the manager started
 OUTPUT_MAX = 64 << 20  # more than any systemctl prints for thousands of units
 SIGKILL = 9  # the same on every Linux architecture; the signal module would import enum (2 ms)
@@ -192,10 +197,31 @@ def read_with_systemctl(patterns: list[str], run, deadline) -> "tuple[list[dict]
     manager_start = parse_timestamp(blocks[0].get("ActiveEnterTimestamp", ""))
     units = []
     for name, block in zip(names, blocks[1:]):
+        warnings += checked_values(block, name)
         block["Unit"] = name
         block["Allowlisted"] = name in allowlisted
         units.append(block)
     return units, manager_start, warnings
+
+
+def is_int_text(value) -> bool:
+    return as_int(value) is not None
+
+
+def checked_values(block: dict, name: str) -> list[str]:
+    """Leave out of `block` the typed properties whose text is not such a value; a warning
+    for each (an empty value is systemd's "none" and goes silently)."""
+    warnings = []
+    for keys, check, what in ((INTEGER_PROPERTIES, is_int_text, "a 64-bit integer"), (WORD_PROPERTIES, is_word, "a word")):
+        for key in keys:
+            value = block.get(key)
+            if value is None or check(value):
+                continue
+            del block[key]
+            if value:
+                shown = value if len(value) <= 40 else value[:40] + "..."
+                warnings.append(f"{name}: {key}={shown!r} from systemctl is not {what}: left out")
+    return warnings
 
 
 def calendar_periods(expressions: list[str], deadline, run=run_command) -> dict[str, float]:

@@ -11,7 +11,8 @@ import struct
 import zlib
 
 from .syscalls import is_regular, join, lexists
-from .values import is_finite, is_word
+from .model import DROP_REASONS, HeartbeatError
+from .values import is_finite, is_integer, is_word
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
 # The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
@@ -72,55 +73,163 @@ def write_atomically(directory: str, name: str, data: bytes) -> None:
         raise
 
 
-# There while a tick runs (begin_tick .. end_tick). Found by the next tick, it means this one was
-# killed before it finished (systemd's TimeoutStartSec=): its state file may be what made it
-# hang (marshal takes seconds, and no deadline can stop it, to build a crafted set of nested
-# tuples), so the next tick sets the file aside and starts without it, instead of hanging again.
-UNFINISHED = "tick-unfinished"
-UNFINISHED_MEMORY_FILE = MEMORY_FILE + ".unfinished"
-MARK_FLAGS = posix.O_WRONLY | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
+# One run at a time per state directory: a tick holds a POSIX record lock (lockf) on LOCK_FILE
+# from before it loads the state until it exits (the kernel releases it however the process
+# ends, SIGKILL included). A run by hand beside the timer's waits for it, within its deadline.
+LOCK_FILE = "lock"
+LOCK_FLAGS = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
+# There while a tick loads the state file (begin_load .. end_load, a few ms under the lock). A
+# tick killed there may have been killed by the file itself: marshal can take minutes, and no
+# deadline or cap stops it, to hash a crafted set. The next tick tries the file once more (a
+# SIGTERM at shutdown lands there now and then, and costs nothing); found a second time, the
+# file is set aside. A tick killed anywhere else leaves the state file as the last complete
+# tick wrote it (write_atomically): it costs that tick only.
+LOADING = "loading"
+LOADING_AGAIN = "loading-again"
+MARK_FLAGS = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
+SET_ASIDE_SUFFIX = ".set-aside"
 
 
-def begin_tick(state_dir: str) -> "str | None":
-    """Mark the state directory as in use by a tick; a warning if the last tick never finished."""
-    marker = join(state_dir, UNFINISHED)
-    if lexists(marker):
-        try:
-            posix.replace(join(state_dir, MEMORY_FILE), join(state_dir, UNFINISHED_MEMORY_FILE))
-        except OSError:
-            return None  # no state file: nothing to set aside
-        return (f"the last tick did not finish (killed?): its state file is set aside as "
-                f"{UNFINISHED_MEMORY_FILE} and this tick starts without it")
+class StateBusy(HeartbeatError):
+    """Another run holds the state directory past this run's wait (cli says so in one line)."""
+
+
+_held: "dict[str, int]" = {}  # state directory -> the descriptor its lock is held through
+
+
+def lock_state(state_dir: str, wait: float) -> None:
+    """Hold the state directory's lock until unlock_state or the process's exit. StateBusy if
+    another run still holds it after `wait` seconds; nothing when the lock file cannot be
+    opened (a directory we cannot write: the tick says so when it remembers)."""
+    import time
+
     try:
-        posix.close(posix.open(marker, MARK_FLAGS, 0o600))
+        descriptor = posix.open(join(state_dir, LOCK_FILE), LOCK_FLAGS, 0o600)
     except OSError:
-        pass  # a state directory we cannot write: the tick says so when it remembers
-    return None
+        return
+    give_up = time.monotonic() + wait
+    while True:
+        try:
+            posix.lockf(descriptor, posix.F_TLOCK, 0)
+            _held[state_dir] = descriptor
+            return
+        except OSError:
+            if time.monotonic() >= give_up:
+                posix.close(descriptor)
+                raise StateBusy(f"another run holds the state directory {state_dir} (its lock file "
+                                f"{LOCK_FILE}); this run leaves it alone and pushes nothing") from None
+            time.sleep(0.05)
 
 
-def end_tick(state_dir: str) -> None:
+def unlock_state(state_dir: str) -> None:
+    """Let the next run have the directory (the program's exit does it too)."""
+    descriptor = _held.pop(state_dir, None)
+    if descriptor is not None:
+        posix.close(descriptor)
+
+
+def begin_load(state_dir: str) -> "str | None":
+    """Mark the state file as being loaded; a warning if the last two ticks died loading it
+    (then it is set aside, and this tick starts without it)."""
     try:
-        posix.unlink(join(state_dir, UNFINISHED))
+        posix.close(posix.open(join(state_dir, LOADING), MARK_FLAGS, 0o600))
+        return None  # the usual case: one system call
+    except FileExistsError:
+        pass
+    except OSError:
+        return None  # a state directory we cannot write: the tick says so when it remembers
+    try:  # killed once while loading: try again, once
+        posix.close(posix.open(join(state_dir, LOADING_AGAIN), MARK_FLAGS, 0o600))
+        return None
     except OSError:
         pass
+    end_load(state_dir)
+    aside = set_aside(state_dir, MEMORY_FILE)
+    try:
+        posix.close(posix.open(join(state_dir, LOADING), MARK_FLAGS, 0o600))
+    except OSError:
+        pass
+    return None if aside is None else (f"the last two ticks died while loading {MEMORY_FILE} (killed at "
+                                       f"their deadline?): it is set aside as {aside}; this tick starts without it")
 
 
-def load_memory(state_dir: "str | None") -> dict:
-    """The last successful push's series, timer intervals, calendar periods and drop counts;
-    empty (or without the entries that are not well formed) when unknown or unreadable."""
+def end_load(state_dir: str) -> None:
+    for name in (LOADING_AGAIN, LOADING):
+        try:
+            posix.unlink(join(state_dir, name))
+        except OSError:
+            pass
+
+
+def set_aside(state_dir: str, name: str) -> "str | None":
+    """Rename a state file that cannot be used to NAME.set-aside (replacing the one set aside
+    before), for a person to look at; its new name, or None if there was none."""
+    try:
+        posix.replace(join(state_dir, name), join(state_dir, name + SET_ASIDE_SUFFIX))
+    except OSError:
+        return None
+    return name + SET_ASIDE_SUFFIX
+
+
+# The loader's caps follow --timeout. Loading a state file, checking it, and ending its series
+# (a staleness marker each, encoded and pushed) costs about 10 us per series on the 2-core lab
+# machine (BENCHMARKS.md); a host four times slower still does 10,000 series in a quarter of a
+# second. So a file may hold up to SERIES_PER_SECOND series and history records per second of
+# the timeout (and at least MIN_SERIES), a quarter of the deadline on such a host, and take
+# BYTES_PER_SERIES each; the state file the heartbeat writes is held to the same caps.
+SERIES_PER_SECOND = 10_000
+MIN_SERIES = 5_000
+MAX_SERIES = 200_000
+BYTES_PER_SERIES = 256
+
+
+def series_cap(timeout: float) -> int:
+    return max(MIN_SERIES, min(MAX_SERIES, int(timeout * SERIES_PER_SECOND)))
+
+
+def load_memory(state_dir: "str | None", timeout: float = 10.0, warnings: "list | None" = None,
+                set_aside_bad: bool = False) -> dict:
+    """The last successful push's series, timer intervals, calendar periods, drop counts and
+    history records; empty when unknown. Whatever the file holds, this returns: a file that
+    cannot be read as ours, or that is past the caps for `timeout`, is left out with one
+    warning (and set aside with `set_aside_bad`: the tick's own run, which owns the
+    directory), and a record or entry that fails its check is dropped with a warning naming
+    it. `warnings` collects those lines."""
+    warnings = [] if warnings is None else warnings
     if not state_dir:
         return well_formed({})
+    cap = series_cap(timeout)
+    name = MEMORY_FILE
+    try:
+        try:
+            memory = read_memory_file(state_dir, cap)
+        except FileNotFoundError:
+            name = LEGACY_MEMORY_FILE
+            memory = load_legacy_memory(state_dir, cap)
+        return well_formed(memory, cap, warnings)
+    except FileNotFoundError:
+        return well_formed({})
+    except Exception as error:  # noqa: BLE001 - anything a file can make a loader raise:
+        # OSError, EOFError, ValueError, TypeError, SystemError (marshal), RecursionError
+        # (deep JSON), MemoryError (under LimitAS=), UnicodeError, BadStateFile
+        reason = str(error) if isinstance(error, (BadStateFile, OSError)) else type(error).__name__
+        aside = set_aside(state_dir, name) if set_aside_bad else None
+        warnings.append(f"{name} in {state_dir} cannot be used ({reason[:160]})"
+                        + (f": set aside as {aside}" if aside else "") + "; this tick starts without it")
+        return well_formed({})
+
+
+class BadStateFile(ValueError):
+    """A state file that is not one of ours, or past the caps."""
+
+
+def read_memory_file(state_dir: str, cap: int):
+    data = read_regular_file(join(state_dir, MEMORY_FILE), cap * BYTES_PER_SERIES)
+    if len(data) < 4 or struct.unpack_from("<I", data)[0] != zlib.crc32(data[4:]):
+        raise BadStateFile("its CRC-32 does not match: corrupt, or not written by the heartbeat")
     import marshal
 
-    try:
-        data = read_regular_file(join(state_dir, MEMORY_FILE))
-        checked = len(data) >= 4 and struct.unpack_from("<I", data)[0] == zlib.crc32(data[4:])
-        memory = loads_bounded(marshal.loads, data[4:]) if checked else {}
-    except FileNotFoundError:
-        memory = load_legacy_memory(state_dir)
-    except Exception:  # noqa: BLE001 - OSError, or what marshal raises on a crafted file: EOFError,
-        memory = {}    # ValueError, TypeError, MemoryError, and SystemError from a bad code object
-    return well_formed(memory)
+    return loads_bounded(marshal.loads, data[4:])
 
 
 # marshal's codes for a list and a tuple (with and without the reference flag 0x80), each
@@ -189,73 +298,146 @@ def loads_bounded(loads, data: bytes):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _is_time(value) -> bool:
-    """A Unix time in seconds (0: none), as history.py keeps them."""
-    return isinstance(value, float) and 0 <= value < 1e11
+# How far ahead of the wall clock a remembered time may lie. Any further, and the clock stepped
+# back since it was recorded (or the file was crafted): such a record is dropped, not kept as a
+# "last failure" in the future that would hide every real failure until the clock caught up.
+CLOCK_SLACK = 60.0
+INTERVAL_MAX = 10 * 366 * 86400.0  # the longest timer period or calendar gap that is kept
+COUNT_MAX = 1 << 53  # a drop count past this is not one the heartbeat made
 
 
-def _is_small_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 32) <= value <= 1 << 32
+def _time(value, now: float) -> bool:
+    """A Unix time in seconds (0: none), as history.py keeps them, not after now (+ slack)."""
+    return isinstance(value, float) and 0 <= value <= now + CLOCK_SLACK
 
 
-def _is_bool(value) -> bool:
+def _count(value, _now) -> bool:
+    return is_integer(value) and 0 <= value < 1 << 32  # NRestarts is a uint32
+
+
+def _exit_code(value, _now) -> bool:
+    return is_integer(value) and 0 <= value <= 3  # 0 none, 1 exited, 2 killed, 3 dumped
+
+
+def _exit_status(value, _now) -> bool:
+    return is_integer(value) and 0 <= value <= 255  # an exit code, or a signal's number
+
+
+def _flag(value, _now) -> bool:
     return isinstance(value, bool)
 
 
-# A history record's fields (history.py) and what each must be; a field that is not is dropped.
+def _word(value, _now) -> bool:
+    return is_word(value)
+
+
+# A history record's fields (history.py) and what each must be. A record with a field that is
+# not is dropped whole (a warning names it): a record is one unit's story, and half of one
+# (a failure time without its reason) would be pushed as a different story.
 RECORD_FIELDS = {
-    "changed": _is_time, "entered": _is_time, "failed_at": _is_time, "restarts": _is_small_int,
-    "pending": _is_bool, "gave_up": _is_bool, "exit_code": _is_small_int, "exit_status": _is_small_int,
-    "failure_code": _is_small_int, "failure_status": _is_small_int, "result": is_word,
+    "changed": _time, "entered": _time, "failed_at": _time, "restarts": _count,
+    "pending": _flag, "gave_up": _flag, "exit_code": _exit_code, "exit_status": _exit_status,
+    "failure_code": _exit_code, "failure_status": _exit_status, "result": _word,
 }
 
 
-def well_formed_record(record) -> "dict | None":
-    """A history record with only its well-formed fields; None for anything but a dict."""
+def checked_record(record, now: float) -> "tuple[dict | None, str]":
+    """(the record with its known fields, ""), or (None, what is wrong with it). Fields this
+    version does not know (a newer one's) are left out."""
     if not isinstance(record, dict):
-        return None
-    return {key: value for key, value in record.items() if (check := RECORD_FIELDS.get(key)) and check(value)}
+        return None, f"not a record ({type(record).__name__})"
+    checked = {}
+    for key, value in record.items():
+        check = RECORD_FIELDS.get(key) if isinstance(key, str) else None
+        if check is None:
+            continue
+        if not check(value, now):
+            future = check is _time and isinstance(value, float) and value > now
+            return None, f"{key}={value!r:.40}" + (" lies in the future" if future else " fails its check")
+        checked[key] = value
+    return checked, ""
 
 
-def well_formed(memory) -> dict:
-    """Only what has the expected type, entry by entry: a bad entry costs itself, not the rest.
-    A series is (name, kind, labels) with a tuple of labels; the labels' own shape, (key,
-    value) string pairs, is checked only where it matters (shape.staleness_markers, for a
-    series that matches none pushed now): checking every pair here costs 1,000 units a ms."""
+def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, now: "float | None" = None) -> dict:
+    """What passes its checks, entry by entry: a bad entry costs itself, not the rest, and
+    each one dropped is named in `warnings`. BadStateFile if the file holds more series or
+    records than `cap`. A series is (name, kind, labels) with a tuple of labels; the labels'
+    own shape, (key, value) string pairs, is checked only where it matters
+    (shape.staleness_markers, for a series that matches none pushed now): checking every pair
+    here costs 1,000 units a ms."""
+    import time
+
+    warnings = [] if warnings is None else warnings
+    now = time.time() if now is None else now
     if not isinstance(memory, dict):
         memory = {}
     series = memory.get("series")
+    if isinstance(series, (list, tuple)) and len(series) > cap:
+        raise BadStateFile(f"{len(series)} series, more than the {cap} its --timeout allows")
     checked = {"series": [entry for entry in series  # _is_series, inline: it runs for every series
                           if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], str)
-                          and entry[1] in ("gauge", "counter") and isinstance(entry[2], tuple)]
+                          and entry[0].startswith("systemd_") and entry[1] in ("gauge", "counter")
+                          and isinstance(entry[2], tuple)]
                if isinstance(series, (list, tuple)) else []}
     for key in ("intervals", "calendar"):
         table = memory.get(key)
-        checked[key] = {k: v for k, v in table.items() if isinstance(k, str) and is_finite(v) and v > 0} \
+        checked[key] = {k: v for k, v in table.items() if isinstance(k, str) and is_finite(v) and 0 < v <= INTERVAL_MAX} \
             if isinstance(table, dict) else {}
-    dropped = memory.get("spool_dropped")
-    checked["spool_dropped"] = {k: int(v) for k, v in dropped.items() if isinstance(k, str) and is_finite(v) and v >= 0} \
-        if isinstance(dropped, dict) else {}
-    units = memory.get("units")
-    checked["units"] = {name: record for name, record in
-                        ((k, well_formed_record(v)) for k, v in units.items() if isinstance(k, str))
-                        if record is not None} if isinstance(units, dict) else {}
-    if _is_time(memory.get("wall")):
-        checked["wall"] = memory["wall"]
+        if isinstance(table, dict) and len(checked[key]) < len(table):
+            warnings.append(f"state: dropped {len(table) - len(checked[key])} of the remembered {key} (not a "
+                            f"period of up to {INTERVAL_MAX:g} s)")
+    checked["spool_dropped"] = checked_drops(memory.get("spool_dropped"), warnings)
+    checked["units"] = checked_records(memory.get("units"), cap, now, warnings)
+    wall = memory.get("wall")
+    if _time(wall, now):
+        checked["wall"] = wall
+    elif isinstance(wall, float) and wall > now:
+        warnings.append(f"state: the last tick ran {wall - now:.0f} s after now by the wall clock: the clock "
+                        f"stepped back")
     return checked
 
 
-def load_legacy_memory(state_dir: str) -> dict:
-    try:
-        data = read_regular_file(join(state_dir, LEGACY_MEMORY_FILE))
-    except OSError:
+def checked_drops(dropped, warnings: list) -> dict:
+    """The spool's drop counts: one of model.DROP_REASONS each, a count the heartbeat made."""
+    if not isinstance(dropped, dict):
         return {}
+    checked = {k: int(v) for k, v in dropped.items() if k in DROP_REASONS and is_finite(v) and 0 <= v < COUNT_MAX}
+    bad = [k for k in dropped if k not in checked]
+    if bad:
+        warnings.append(f"state: dropped the spool drop counts of {named(bad)} (an unknown reason, or not a count)")
+    return checked
+
+
+def checked_records(units, cap: int, now: float, warnings: list) -> dict:
+    if not isinstance(units, dict):
+        return {}
+    if len(units) > cap:
+        raise BadStateFile(f"{len(units)} history records, more than the {cap} its --timeout allows")
+    checked, bad = {}, []
+    for name, record in units.items():
+        record, wrong = checked_record(record, now) if isinstance(name, str) else (None, "not a unit name")
+        if record is None:
+            bad.append(f"{name!r:.80}: {wrong}")
+        else:
+            checked[name] = record
+    if bad:
+        warnings.append(f"state: dropped the history of {len(bad)} unit{'s' if len(bad) > 1 else ''}, which "
+                        f"starts again from what systemd says now: {named(bad)}")
+    return checked
+
+
+def named(items: list, most: int = 3) -> str:
+    """The first few of `items`, and how many more: one line, however many there are."""
+    shown = ", ".join(str(item) for item in items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def load_legacy_memory(state_dir: str, cap: int) -> dict:
+    """The JSON state file version 0.1 wrote (FileNotFoundError without one)."""
+    data = read_regular_file(join(state_dir, LEGACY_MEMORY_FILE), cap * BYTES_PER_SERIES)
     import json  # only for this one read: json imports re, 4 ms
 
-    try:
-        memory = json.loads(data)
-    except ValueError:
-        return {}
+    memory = json.loads(data)  # a file nested too deep raises RecursionError: load_memory sets it aside
     if isinstance(memory, dict) and isinstance(memory.get("series"), list):  # JSON has lists, not tuples
         memory["series"] = [(e[0], e[1], tuple(tuple(p) if isinstance(p, list) else p for p in e[2]))
                             for e in memory["series"] if isinstance(e, list) and len(e) == 3 and isinstance(e[2], list)]
@@ -272,15 +454,31 @@ def pushed_memory(samples: list[tuple], calendar: dict, spool_dropped: dict, his
             "calendar": calendar, "spool_dropped": spool_dropped, **(history or {})}
 
 
-def remember(state_dir: "str | None", memory: dict) -> None:
-    """Record it (atomically: a crash never leaves half a file); the legacy file goes."""
+def remember(state_dir: "str | None", memory: dict, timeout: float = 10.0) -> "str | None":
+    """Record it (atomically: a crash never leaves half a file); the legacy file goes. Held to
+    the caps the loader applies for `timeout` (else the next tick would set the file aside):
+    past them, the series that do not fit are not remembered (they will get no staleness
+    marker), and the warning says so."""
     if not state_dir:
-        return
+        return None
     import marshal
 
-    data = marshal.dumps(memory)
+    cap, warning = series_cap(timeout), None
+    series = memory.get("series", [])
+    pushed = len(series)
+    while True:
+        data = marshal.dumps(memory)
+        if (len(series) <= cap and len(memory.get("units", ())) <= cap and len(data) + 4 <= cap * BYTES_PER_SERIES) \
+                or not series:
+            break
+        kept = min(len(series) // 2, cap)
+        warning = (f"the state holds more than --timeout {timeout:g} s allows: {pushed - kept} "
+                   f"series not remembered (no staleness marker when they end)")
+        memory = dict(memory, series=series[:kept], units=dict(list(memory.get("units", {}).items())[:cap]))
+        series = memory["series"]
     write_atomically(state_dir, MEMORY_FILE, struct.pack("<I", zlib.crc32(data)) + data)
     try:
         posix.remove(join(state_dir, LEGACY_MEMORY_FILE))
     except FileNotFoundError:
         pass
+    return warning

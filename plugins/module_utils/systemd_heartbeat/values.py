@@ -10,9 +10,15 @@ def is_integer(value) -> bool:
 
 
 def is_word(value) -> bool:
-    """A short string that becomes a label value (Result, Restart), read from the bus or kept
-    in the state file."""
-    return isinstance(value, str) and 0 < len(value) <= 64
+    """A word of systemd's own vocabulary that becomes a label value (Result, Restart), read
+    from the bus or systemctl or kept in the state file: 1-64 of a-z, 0-9 and '-', the form of
+    every name in systemd's result and restart tables (`exit-code`, `start-limit-hit`,
+    `on-failure`). Anything else (a crafted or garbled text) is treated as absent, by both
+    sources alike."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and _WORD_CHARACTERS.issuperset(value)
+
+
+_WORD_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 def is_finite(value) -> bool:
@@ -105,10 +111,16 @@ def parse_timer_settings(entries) -> list[tuple[str, object]]:
     return settings
 
 
+# The widest integers systemd has (int64 and uint64 on D-Bus): a longer number is not one of
+# its values, and converting a few hundred digits to a float would overflow.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
 def as_int(value) -> "int | None":
-    """An integer property (D-Bus's int, systemctl's decimal text), else None."""
+    """An integer property (D-Bus's int, systemctl's decimal text) within 64 bits, else None."""
     if is_integer(value):
-        return value
-    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
-        return int(value)
+        return value if INT_MIN <= value <= INT_MAX else None
+    if isinstance(value, str) and value.isascii() and len(value) <= 21 and value.removeprefix("-").isdigit():
+        number = int(value)
+        return number if INT_MIN <= number <= INT_MAX else None
     return None
