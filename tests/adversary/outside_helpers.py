@@ -23,7 +23,6 @@ import zlib
 from pathlib import Path
 
 from fakebus import SERVICE_IFACE, UNIT_IFACE, FakeBus, default_units, usec
-from fakehttp import FakeEndpoint
 from fakesystemctl import FakeTools
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakebus import SERVICE_IFACE, UNIT_IFACE, FakeBus, serialise, usec
+from fakebus import FakeBus, serialise
 from fakehttp import FakeEndpoint
 from outside_helpers import (
     LEGACY_MEMORY_FILE,
@@ -91,6 +91,12 @@ def tick_goes_on(result, endpoint, max_warnings: int = 1):
     assert endpoint.requests, "nothing was pushed"
     assert result.elapsed <= TIMEOUT + SLACK, result
     return series(decode(endpoint.requests[-1].body))
+
+
+def injected(result) -> list[str]:
+    """Lines of stderr that are not one whole message of the heartbeat: a continuation, or a line
+    forged by text from outside (every forged text below starts "systemd-heartbeat: forged")."""
+    return [line for line in result.lines if not line.startswith(PREFIX) or line.startswith(PREFIX + "forged")]
 
 
 def failure_stamps(points, unit: str) -> list[float]:
@@ -206,6 +212,21 @@ def test_negative_remembered_restart_count_is_dropped_not_pushed(world, endpoint
     result = run(args(endpoint.url(), world.state_dir), environment(fake.bin))
     points = tick_goes_on(result, endpoint)
     assert not failure_stamps(points, "alpha.service"), "a failure made up from a negative count was pushed"
+    assert warned_about(result, "alpha.service"), result
+
+
+def test_negative_remembered_exit_status_is_dropped_not_pushed(world, endpoint):
+    # README: systemd_unit_last_exit_status is "its exit code, or the number of the signal that
+    # killed it" (never negative), remembered in the state directory; issue 19: "Values are
+    # checked, not only types ... A record that fails is dropped, with a warning that names it".
+    fake = world.tools()
+    write_memory(world.state_dir, memory({"alpha.service": {
+        "changed": world.now - 3600, "entered": world.now - 3600, "restarts": 2,
+        "exit_code": 1, "exit_status": -7}}, wall=world.now - 30))
+    result = run(args(endpoint.url(), world.state_dir), environment(fake.bin))
+    points = tick_goes_on(result, endpoint)
+    statuses = [p[2] for p in find(points, "systemd_unit_last_exit_status", unit="alpha.service")]
+    assert all(v is None or v >= 0 for v in statuses), statuses
     assert warned_about(result, "alpha.service"), result
 
 
@@ -332,8 +353,10 @@ def test_two_ticks_on_one_state_directory_do_not_destroy_it(world, endpoint):
     # set the file aside"; issue 19: "Two runs on one state directory do not destroy it ... the
     # second run waits within its deadline, or leaves the state alone and says so in one line".
     failed_at = first_tick(world, endpoint)
-    slow_a = world.tools("bin-a", behaviour={"show": {"sleep": 1.0}})
-    slow_b = world.tools("bin-b", behaviour={"show": {"sleep": 2.0}})
+    restarted = units(world.now)  # broken.service restarted: only the state directory knows it failed
+    make_active(restarted, "broken.service", time.time())
+    slow_a = world.tools("bin-a", behaviour={"show": {"sleep": 1.0}}, table=restarted)
+    slow_b = world.tools("bin-b", behaviour={"show": {"sleep": 2.0}}, table=restarted)
     a = start(args(endpoint.url(), world.state_dir, timeout=6), environment(slow_a.bin))
     try:
         wait_for_call(slow_a, "show")  # a has loaded the state file and is reading systemd
@@ -341,9 +364,10 @@ def test_two_ticks_on_one_state_directory_do_not_destroy_it(world, endpoint):
         _, err_a = a.communicate(timeout=8)
         _, err_b = b.communicate(timeout=8)
     finally:
-        for p in (a,):
-            if p.poll() is None:
+        for p in (a, locals().get("b")):
+            if p is not None and p.poll() is None:
                 p.kill()
+                p.wait()
     assert a.returncode == 0, err_a
     assert b.returncode in (0, 1), err_b
     assert len(err_b.splitlines()) <= 1 and all(x.startswith(PREFIX) for x in err_b.splitlines()), err_b
@@ -394,7 +418,7 @@ def test_newline_in_http_reason_phrase_stays_one_line(world):
     finally:
         server.stop()
     assert result.returncode == 1, result
-    assert len(result.lines) == 1, result
+    assert not injected(result) and len(result.lines) == 1, result
 
 
 def test_newline_in_http_rejection_reason_stays_one_line(world):
@@ -405,7 +429,7 @@ def test_newline_in_http_rejection_reason_stays_one_line(world):
     finally:
         server.stop()
     assert result.returncode == 1, result
-    assert len(result.lines) == 1, result
+    assert not injected(result) and len(result.lines) == 1, result
 
 
 @pytest.fixture
@@ -444,7 +468,7 @@ def test_newline_in_a_bus_error_message_stays_one_line(world, endpoint, bus):
     fake_bus.hook = hook
     result = run(bus_args(endpoint.url()), environment(world.tools().bin, fake_bus.address))
     assert result.returncode == 0, result
-    assert len(result.lines) == 1, result
+    assert not injected(result) and len(result.lines) == 1, result
 
 
 def test_newline_in_a_refused_unit_error_stays_one_line(world, endpoint, bus):
@@ -462,7 +486,9 @@ def test_newline_in_a_refused_unit_error_stays_one_line(world, endpoint, bus):
 
     fake_bus.hook = hook
     result = run(bus_args(endpoint.url()), environment(world.tools().bin, fake_bus.address))
-    assert not one_line_per_message(result.stderr), result
+    assert result.returncode == 0, result
+    assert not injected(result), result
+    assert len(result.warnings()) == 1 and "alpha.service" in result.warnings()[0], result
 
 
 def test_newline_in_the_bus_authentication_answer_stays_one_line(world, endpoint, bus):
@@ -473,7 +499,7 @@ def test_newline_in_the_bus_authentication_answer_stays_one_line(world, endpoint
     fake_bus.auth_answer = b"REJECTED EXTERNAL\nsystemd-heartbeat: forged line\r\n"
     result = run(bus_args(endpoint.url()), environment(world.tools().bin, fake_bus.address))
     assert result.returncode == 0, result
-    assert len(result.lines) == 1, result  # the one warning: reading through systemctl instead
+    assert not injected(result) and len(result.lines) == 1, result  # the one warning: reading through systemctl
 
 
 @pytest.mark.parametrize("where", ["allowlist path", "bus path"])
@@ -489,7 +515,7 @@ def test_newline_in_a_path_stays_one_line(world, endpoint, tmp_path, where):
         result = run(bus_args(endpoint.url()),
                      environment(fake.bin, "unix:path=/nonexistent/x%0asystemd-heartbeat: forged line"))
         assert result.returncode == 0, result
-    assert len(result.lines) == 1, result
+    assert not injected(result) and len(result.lines) == 1, result
 
 
 @pytest.mark.parametrize("where", ["Result", "SubState"])
@@ -511,7 +537,6 @@ def test_invalid_utf8_in_a_bus_string_is_pushed_as_valid_utf8(world, endpoint, b
     assert endpoint.requests, result
     points = series(decode(endpoint.requests[-1].body))  # raises DecodeError on invalid UTF-8
     assert find(points, "systemd_heartbeat_up")
-    assert all("\ufffd" not in v or True for p in points for v in p[1].values())
     assert len(result.lines) <= 1, result
 
 
@@ -561,7 +586,8 @@ def module_outcome(rc: int, stdout: str, stderr: str) -> dict:
 def test_module_odd_numbers_from_systemctl(world, endpoint, prop, value):
     # issue 19: "Tracebacks instead of failed: true with a message, on odd numbers from systemctl";
     # "The module fails like a module. No input gives a traceback."
-    set_prop(world.table, "alpha.service", prop, "s", value)
+    # the fake systemctl writes latin-1: hand it the UTF-8 bytes, as a real systemctl prints them
+    set_prop(world.table, "alpha.service", prop, "s", value.encode().decode("latin-1"))
     fake = world.tools()
     rc, out, err = run_module({"units": ["alpha.service"], "url": endpoint.url(), "host": "h1", "timeout": 5},
                               environment(fake.bin))
