@@ -207,15 +207,17 @@ from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.syst
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.read import bus_socket, collect
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.shape import seconds_since_active, shape
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.state import load_memory
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.text import one_line
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import check_unit_patterns
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.values import as_int
 
 
 def unit_report(unit: dict, snapshot, record: dict) -> dict:
     """What the module returns for one unit: the states, the counters, as plain values;
     `record` is its history (history.observe), as the heartbeat's metrics carry it."""
     def number(key):
-        value = str(unit.get(key, ""))
-        return int(value) if value.isdigit() and unit.get("LoadState") != "not-found" else None
+        value = as_int(unit.get(key))  # the heartbeat's parser: ASCII digits, within 64 bits
+        return value if value is not None and value >= 0 and unit.get("LoadState") != "not-found" else None
 
     since = seconds_since_active(unit, snapshot.wall, snapshot.manager_start)
     exit_status = number("ExecMainStatus")
@@ -245,14 +247,26 @@ def push(module: AnsibleModule, url: str, body: bytes, timeout: float) -> None:
     """POST through Ansible's own HTTP client (proxies, TLS, basic auth); fail with status and message."""
     headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
     if module.params["bearer_token"]:
-        headers["Authorization"] = "Bearer " + module.params["bearer_token"]
+        headers["Authorization"] = "Bearer " + module.params["bearer_token"].strip()
     response, info = fetch_url(module, url, data=gzip(body), method="POST", timeout=timeout, headers=headers,
                                ca_path=module.params["ca_path"], force=True)
     status = info.get("status", -1)
     if not 200 <= status < 300:
         message = (info.get("body") or b"").decode("utf-8", "replace").strip() or info.get("msg", "")
-        module.fail_json(msg=f"push to {url} failed: HTTP {status}: {message.splitlines()[0] if message else ''}",
+        module.fail_json(msg=one_line(f"push to {url} failed: HTTP {status}: {message.splitlines()[0] if message else ''}"),
                          status=status)
+
+
+def hide_secrets(module: AnsibleModule) -> None:
+    """Secrets that no_log cannot know: the credentials of a URL (refused below, but the URL
+    is echoed in `invocation`), and a token as it goes into the header (stripped)."""
+    authority = module.params["url"].partition("://")[2].partition("/")[0]
+    if "@" in authority:
+        credentials = authority.rpartition("@")[0]
+        module.no_log_values.update(x for x in (credentials, credentials.partition(":")[2]) if x)
+    token = module.params["bearer_token"]
+    if token and token.strip():
+        module.no_log_values.add(token.strip())
 
 
 def main() -> None:
@@ -274,29 +288,42 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    hide_secrets(module)
+    try:
+        run(module)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a message, never a traceback
+        module.fail_json(msg=one_line(f"internal error, please report: {type(error).__name__}: {str(error)[:200]}"))
+
+
+def run(module: AnsibleModule) -> None:
     params = module.params
     module.get_bin_path("systemctl", required=True)
     host = params["host"] or socket.gethostname()
+    warnings = []
     try:
         split_url(params["url"])
         patterns = check_unit_patterns(params["units"], "units")
         if not 0 < params["timeout"] <= 3600:
             raise HeartbeatError(f"timeout must be in (0, 3600] seconds, got {params['timeout']:g}")
+        token = params["bearer_token"]
+        if token is not None and not (token.strip() and token.strip().isprintable()):
+            raise HeartbeatError("bearer_token must be one line of printable characters (it is not shown)")
         # Over D-Bus, falling back to systemctl through the heartbeat's own runner, which
         # unlike module.run_command kills the child's process group at the deadline.
         bus, warnings = bus_socket("dbus")
-        memory = load_memory(params["state_dir"])  # read only: the heartbeat owns it
+        # read only: the heartbeat owns the directory (a file it cannot use is left as it is)
+        memory = load_memory(params["state_dir"], params["timeout"], warnings)
         snapshot = collect(patterns, Deadline(params["timeout"]), bus, remembered=memory["units"])
     except HeartbeatError as error:
-        module.fail_json(msg=str(error))
+        module.fail_json(msg=one_line(str(error)))
     for warning in warnings + snapshot.warnings:
-        module.warn(warning)
+        module.warn(one_line(warning))
     records = observe_all(snapshot.units, memory)
     samples = shape(snapshot, host, memory, records)
     reports = [unit_report(unit, snapshot, records[str(unit["Unit"])]) for unit in snapshot.units]
     missing = [r["unit"] for r in reports if r["allowlisted"] and r["load_state"] == "not-found"]
     for unit in missing:
-        module.warn(f"allowlisted unit {unit} does not exist on this host (LoadState=not-found)")
+        module.warn(one_line(f"allowlisted unit {unit} does not exist on this host (LoadState=not-found)"))
     pushed = params["push"] and not module.check_mode
     if pushed:
         push(module, params["url"], encode_request(samples, {"host": host}, int(snapshot.wall * 1e9)),

@@ -22,7 +22,7 @@ A record (a plain dict, so marshal stores it and state.well_formed can check it)
 """
 
 from .units import unit_type
-from .values import as_int, parse_timestamp
+from .values import as_int, is_count, is_exit_status, parse_timestamp
 
 # Restart= policies that restart a service only after a failure, and the Results each one
 # restarts on (systemd's service_shall_restart()); None = any Result but success.
@@ -119,6 +119,9 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None") ->
     if is_service:
         code, status, restarts = (as_int(unit.get("ExecMainCode")), as_int(unit.get("ExecMainStatus")),
                                   as_int(unit.get("NRestarts")))
+        # what the record keeps passes state.py's checks: what it writes, the next tick reads back
+        status = status if is_exit_status(status) else None
+        restarts = restarts if is_count(restarts) else None
         if code in EXIT_CODES and status is not None:
             # systemd holds an exit until the next run starts; after that, the record keeps it
             record["exit_code"], record["exit_status"] = code, status

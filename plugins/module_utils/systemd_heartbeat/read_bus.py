@@ -19,7 +19,7 @@ from .model import DeadlineExceeded, HeartbeatError
 from .syscalls import getenv
 from .history import state_changed, unexplained_restarts
 from .units import is_glob, is_unit_name, select_units, unit_type
-from .values import is_integer, is_word, parse_timestamp
+from .values import is_integer, is_restart_policy, is_result, parse_timestamp
 
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -93,7 +93,7 @@ def _is_string(value) -> bool:
 _INTEGER = is_integer
 PROPERTY_CHECKS = {
     "NRestarts": _INTEGER, "ExecMainCode": _INTEGER, "ExecMainStatus": _INTEGER,
-    "Type": _is_string, "Result": is_word, "Restart": is_word,
+    "Type": _is_string, "Result": is_result, "Restart": is_restart_policy,
     "TimersMonotonic": _timers((str, int, int)), "TimersCalendar": _timers((str, str, int)),
 }
 

@@ -10,7 +10,7 @@ import time
 
 from .model import DeadlineExceeded, HeartbeatError
 from .units import is_glob, is_unit_name, select_units
-from .values import as_int, is_word, parse_timestamp
+from .values import as_int, is_restart_policy, is_result, parse_timestamp
 
 # Properties one batched `systemctl show` asks for: every one the D-Bus reader may ask
 # (read_bus.BUS_PROPERTIES and the tables after it). `systemctl show` fetches them all from
@@ -24,11 +24,11 @@ SHOW_PROPERTIES = (
     "LastTriggerUSec", "NextElapseUSecRealtime", "NextElapseUSecMonotonic",
     "TimersMonotonic", "TimersCalendar",
 )
-# What the D-Bus reader gets typed (read_bus.PROPERTY_CHECKS) comes here as text: a value that
-# is not one of systemd's (a number past 64 bits, a Result that is not a word) is left out, as
-# the bus reader leaves out a value of the wrong type, so both sources give the same series.
+# What the D-Bus reader gets typed and checks (read_bus.PROPERTY_CHECKS) comes here as text: a
+# value that is not one of systemd's is left out, as the bus reader leaves it out, so both
+# sources give the same series. A number past 64 bits (which the bus cannot carry) gets a warning.
 INTEGER_PROPERTIES = ("NRestarts", "ExecMainCode", "ExecMainStatus")
-WORD_PROPERTIES = ("Result", "Restart")
+WORD_PROPERTIES = {"Result": is_result, "Restart": is_restart_policy}
 MANAGER_UNIT = "init.scope"  # PID 1's own scope: when it became active is when the manager started
 OUTPUT_MAX = 64 << 20  # more than any systemctl prints for thousands of units
 SIGKILL = 9  # the same on every Linux architecture; the signal module would import enum (2 ms)
@@ -204,23 +204,20 @@ def read_with_systemctl(patterns: list[str], run, deadline) -> "tuple[list[dict]
     return units, manager_start, warnings
 
 
-def is_int_text(value) -> bool:
-    return as_int(value) is not None
-
-
 def checked_values(block: dict, name: str) -> list[str]:
-    """Leave out of `block` the typed properties whose text is not such a value; a warning
-    for each (an empty value is systemd's "none" and goes silently)."""
+    """Leave out of `block` the typed properties whose text is not such a value; a warning for
+    each number out of range (an empty value is systemd's "none" and goes silently)."""
     warnings = []
-    for keys, check, what in ((INTEGER_PROPERTIES, is_int_text, "a 64-bit integer"), (WORD_PROPERTIES, is_word, "a word")):
-        for key in keys:
-            value = block.get(key)
-            if value is None or check(value):
-                continue
+    for key in INTEGER_PROPERTIES:
+        value = block.get(key)
+        if value is not None and as_int(value) is None:
             del block[key]
             if value:
                 shown = value if len(value) <= 40 else value[:40] + "..."
-                warnings.append(f"{name}: {key}={shown!r} from systemctl is not {what}: left out")
+                warnings.append(f"{name}: {key}={shown!r} from systemctl is not a 64-bit integer: left out")
+    for key, check in WORD_PROPERTIES.items():
+        if key in block and not check(block[key]):
+            del block[key]
     return warnings
 
 

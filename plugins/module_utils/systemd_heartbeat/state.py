@@ -12,7 +12,7 @@ import zlib
 
 from .syscalls import is_regular, join, lexists
 from .model import DROP_REASONS, HeartbeatError
-from .values import is_finite, is_integer, is_word
+from .values import is_count, is_exit_status, is_finite, is_integer, is_result
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
 # The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
@@ -312,7 +312,7 @@ def _time(value, now: float) -> bool:
 
 
 def _count(value, _now) -> bool:
-    return is_integer(value) and 0 <= value < 1 << 32  # NRestarts is a uint32
+    return is_count(value)
 
 
 def _exit_code(value, _now) -> bool:
@@ -320,15 +320,15 @@ def _exit_code(value, _now) -> bool:
 
 
 def _exit_status(value, _now) -> bool:
-    return is_integer(value) and 0 <= value <= 255  # an exit code, or a signal's number
+    return is_exit_status(value)
 
 
 def _flag(value, _now) -> bool:
     return isinstance(value, bool)
 
 
-def _word(value, _now) -> bool:
-    return is_word(value)
+def _result(value, _now) -> bool:
+    return value == "unknown" or is_result(value)  # "unknown": a failure seen only through NRestarts
 
 
 # A history record's fields (history.py) and what each must be. A record with a field that is
@@ -337,7 +337,7 @@ def _word(value, _now) -> bool:
 RECORD_FIELDS = {
     "changed": _time, "entered": _time, "failed_at": _time, "restarts": _count,
     "pending": _flag, "gave_up": _flag, "exit_code": _exit_code, "exit_status": _exit_status,
-    "failure_code": _exit_code, "failure_status": _exit_status, "result": _word,
+    "failure_code": _exit_code, "failure_status": _exit_status, "result": _result,
 }
 
 
@@ -387,13 +387,11 @@ def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, n
             warnings.append(f"state: dropped {len(table) - len(checked[key])} of the remembered {key} (not a "
                             f"period of up to {INTERVAL_MAX:g} s)")
     checked["spool_dropped"] = checked_drops(memory.get("spool_dropped"), warnings)
-    checked["units"] = checked_records(memory.get("units"), cap, now, warnings)
     wall = memory.get("wall")
+    stepped_back = wall - now if isinstance(wall, float) and wall > now + CLOCK_SLACK else 0.0
+    checked["units"] = checked_records(memory.get("units"), cap, now, warnings, stepped_back)
     if _time(wall, now):
         checked["wall"] = wall
-    elif isinstance(wall, float) and wall > now:
-        warnings.append(f"state: the last tick ran {wall - now:.0f} s after now by the wall clock: the clock "
-                        f"stepped back")
     return checked
 
 
@@ -408,18 +406,27 @@ def checked_drops(dropped, warnings: list) -> dict:
     return checked
 
 
-def checked_records(units, cap: int, now: float, warnings: list) -> dict:
+def checked_records(units, cap: int, now: float, warnings: list, stepped_back: float = 0.0) -> dict:
+    """The history records that pass their checks. Those that fail are dropped, named in one
+    warning; when the wall clock stepped back since the last tick (`stepped_back` seconds),
+    the records with times past now are dropped as well, and one warning says why."""
     if not isinstance(units, dict):
         return {}
     if len(units) > cap:
         raise BadStateFile(f"{len(units)} history records, more than the {cap} its --timeout allows")
-    checked, bad = {}, []
+    checked, bad, future = {}, [], []
     for name, record in units.items():
         record, wrong = checked_record(record, now) if isinstance(name, str) else (None, "not a unit name")
-        if record is None:
-            bad.append(f"{name!r:.80}: {wrong}")
-        else:
+        if record is not None:
             checked[name] = record
+        elif stepped_back and wrong.endswith("lies in the future"):
+            future.append(name)
+        else:
+            bad.append(f"{name!r:.80}: {wrong}")
+    if stepped_back:
+        warnings.append(f"state: the wall clock stepped back {stepped_back:.0f} s since the last tick"
+                        + (f"; the history of {named(future)}, with times past now, starts again from what "
+                           f"systemd says now" if future else ""))
     if bad:
         warnings.append(f"state: dropped the history of {len(bad)} unit{'s' if len(bad) > 1 else ''}, which "
                         f"starts again from what systemd says now: {named(bad)}")

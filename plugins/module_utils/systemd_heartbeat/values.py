@@ -9,16 +9,24 @@ def is_integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_word(value) -> bool:
-    """A word of systemd's own vocabulary that becomes a label value (Result, Restart), read
-    from the bus or systemctl or kept in the state file: 1-64 of a-z, 0-9 and '-', the form of
-    every name in systemd's result and restart tables (`exit-code`, `start-limit-hit`,
-    `on-failure`). Anything else (a crafted or garbled text) is treated as absent, by both
-    sources alike."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and _WORD_CHARACTERS.issuperset(value)
+# Every Result systemd gives a unit (the result tables of service.c, socket.c, mount.c, swap.c,
+# timer.c, path.c, automount.c, scope.c), and every Restart= policy (service.c). A value
+# outside them (a crafted state file, a garbled text, or a result a later systemd adds) is
+# treated as absent, by both sources alike: a failure then shows the reason "unknown".
+RESULTS = frozenset((
+    "success", "resources", "protocol", "timeout", "exit-code", "signal", "core-dump", "watchdog",
+    "start-limit-hit", "oom-kill", "exec-condition", "trigger-limit-hit", "service-start-limit-hit",
+    "unit-start-limit-hit", "mount-start-limit-hit", "unmounted",
+))
+RESTART_POLICIES = frozenset(("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"))
 
 
-_WORD_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+def is_result(value) -> bool:
+    return isinstance(value, str) and value in RESULTS
+
+
+def is_restart_policy(value) -> bool:
+    return isinstance(value, str) and value in RESTART_POLICIES
 
 
 def is_finite(value) -> bool:
@@ -114,6 +122,16 @@ def parse_timer_settings(entries) -> list[tuple[str, object]]:
 # The widest integers systemd has (int64 and uint64 on D-Bus): a longer number is not one of
 # its values, and converting a few hundred digits to a float would overflow.
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def is_count(value) -> bool:
+    """A count systemd keeps (NRestarts: uint32 on the bus, any unsigned 64-bit number in text)."""
+    return is_integer(value) and 0 <= value <= INT_MAX
+
+
+def is_exit_status(value) -> bool:
+    """An exit code (0-255) or the number of the signal that ended a process."""
+    return is_integer(value) and 0 <= value <= 255
 
 
 def as_int(value) -> "int | None":

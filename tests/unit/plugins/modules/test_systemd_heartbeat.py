@@ -18,11 +18,11 @@ from ansible_collections.coilysiren.systemd_monitoring.plugins.modules import sy
 CAPTURE = Path(__file__).resolve().parents[3] / "fixtures/systemd-252"
 
 
-class ExitJson(Exception):
+class ExitJson(SystemExit):  # as the real exit_json ends the module: SystemExit, not an Exception
     pass
 
 
-class FailJson(Exception):
+class FailJson(SystemExit):
     pass
 
 
