@@ -440,3 +440,43 @@ def test_a_tick_killed_after_loading_costs_only_itself(fake_systemctl, tmp_path)
         assert not (state / "loading").exists()
         after = subprocess.run(argv, env=fake_systemctl, capture_output=True, text=True, timeout=20)
         assert "set aside" not in after.stderr and "cannot be used" not in after.stderr, after.stderr
+
+
+def test_a_run_that_cannot_have_the_state_directory_leaves_it_alone(fake_systemctl, tmp_path):
+    """Another run holds the directory's lock past half of this run's deadline: one line, exit 1,
+    nothing read, written or pushed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    argv = [sys.executable, str(HEARTBEAT), "--state-dir", str(state), "--url", "http://127.0.0.1:9/v1"]
+    subprocess.run(argv, env=fake_systemctl, capture_output=True, timeout=20)
+    before = sorted((p.name, p.read_bytes()) for p in state.iterdir() if p.is_file())
+    holder = os.open(state / "lock", os.O_RDWR)
+    try:
+        os.lockf(holder, os.F_LOCK, 0)
+        started = time.monotonic()
+        done = subprocess.run(argv + ["--timeout", "1"], env=fake_systemctl, capture_output=True, text=True, timeout=20)
+        waited = time.monotonic() - started
+    finally:
+        os.close(holder)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "another run holds the state directory" in done.stderr
+    assert 0.5 <= waited < 3.5  # half its deadline, then it gives up
+    assert sorted((p.name, p.read_bytes()) for p in state.iterdir() if p.is_file()) == before
+
+
+def test_a_dry_run_reads_the_state_directory_and_writes_nothing(fake_systemctl, tmp_path):
+    """--dry-run with --state-dir shows the remembered history, and leaves the directory exactly
+    as it was: no lock file, no loading mark, a file it cannot use not set aside."""
+    state = tmp_path / "state"
+    state.mkdir()
+    argv = [sys.executable, str(HEARTBEAT), "--state-dir", str(state)]
+    subprocess.run(argv + ["--url", "http://127.0.0.1:9/v1"], env=fake_systemctl, capture_output=True, timeout=20)
+    (state / "lock").unlink()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in state.rglob("*"))
+    shown = subprocess.run(argv + ["--dry-run"], env=fake_systemctl, capture_output=True, text=True, timeout=20)
+    assert shown.returncode == 0 and "systemd_unit_last_failure_timestamp_seconds{" in shown.stdout, shown.stderr
+    (state / "last-push.marshal").write_bytes(b"not a state file")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in state.rglob("*"))
+    bad = subprocess.run(argv + ["--dry-run"], env=fake_systemctl, capture_output=True, text=True, timeout=20)
+    assert bad.returncode == 0 and "cannot be used" in bad.stderr and "set aside" not in bad.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in state.rglob("*")) == before

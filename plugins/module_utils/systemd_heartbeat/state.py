@@ -212,7 +212,8 @@ def load_memory(state_dir: "str | None", timeout: float = 10.0, warnings: "list 
     except Exception as error:  # noqa: BLE001 - anything a file can make a loader raise:
         # OSError, EOFError, ValueError, TypeError, SystemError (marshal), RecursionError
         # (deep JSON), MemoryError (under LimitAS=), UnicodeError, BadStateFile
-        reason = str(error) if isinstance(error, (BadStateFile, OSError)) else type(error).__name__
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else \
+            str(error) if isinstance(error, BadStateFile) else type(error).__name__
         aside = set_aside(state_dir, name) if set_aside_bad else None
         warnings.append(f"{name} in {state_dir} cannot be used ({reason[:160]})"
                         + (f": set aside as {aside}" if aside else "") + "; this tick starts without it")
@@ -224,7 +225,12 @@ class BadStateFile(ValueError):
 
 
 def read_memory_file(state_dir: str, cap: int):
-    data = read_regular_file(join(state_dir, MEMORY_FILE), cap * BYTES_PER_SERIES)
+    try:
+        data = read_regular_file(join(state_dir, MEMORY_FILE), cap * BYTES_PER_SERIES)
+    except OSError as error:
+        if error.errno or isinstance(error, FileNotFoundError):
+            raise
+        raise BadStateFile(f"{error.strerror}, the most its --timeout allows") from None
     if len(data) < 4 or struct.unpack_from("<I", data)[0] != zlib.crc32(data[4:]):
         raise BadStateFile("its CRC-32 does not match: corrupt, or not written by the heartbeat")
     import marshal
