@@ -242,7 +242,7 @@ def staleness_markers(memory: dict, samples: list[tuple]) -> list[tuple]:
                 continue
         except TypeError:  # an unhashable label from a crafted file
             continue
-        if not is_labels(labels):
+        if not (name.startswith("systemd_") and is_labels(labels)):  # a crafted file's series: not ours
             continue
         if unordered is None:  # built only on a tick where some series ended: most ticks skip it
             unordered = {(sample[0], frozenset(sample[2])) for sample in samples}

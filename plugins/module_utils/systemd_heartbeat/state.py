@@ -12,7 +12,7 @@ import zlib
 
 from .syscalls import is_regular, join, lexists
 from .model import DROP_REASONS, HeartbeatError
-from .values import is_count, is_exit_status, is_finite, is_integer, is_result
+from .values import INT_MAX, is_finite, is_result
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
 # The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
@@ -314,54 +314,55 @@ COUNT_MAX = 1 << 53  # a drop count past this is not one the heartbeat made
 
 def _time(value, now: float) -> bool:
     """A Unix time in seconds (0: none), as history.py keeps them, not after now (+ slack)."""
-    return isinstance(value, float) and 0 <= value <= now + CLOCK_SLACK
+    return type(value) is float and 0 <= value <= now + CLOCK_SLACK
 
 
-def _count(value, _now) -> bool:
-    return is_count(value)
-
-
-def _exit_code(value, _now) -> bool:
-    return is_integer(value) and 0 <= value <= 3  # 0 none, 1 exited, 2 killed, 3 dumped
-
-
-def _exit_status(value, _now) -> bool:
-    return is_exit_status(value)
-
-
-def _flag(value, _now) -> bool:
-    return isinstance(value, bool)
-
-
-def _result(value, _now) -> bool:
-    return value == "unknown" or is_result(value)  # "unknown": a failure seen only through NRestarts
-
-
-# A history record's fields (history.py) and what each must be. A record with a field that is
-# not is dropped whole (a warning names it): a record is one unit's story, and half of one
-# (a failure time without its reason) would be pushed as a different story.
+# A history record's fields (history.py) and what each must be: a time (0 <= t <= now + slack),
+# a count (NRestarts), an exit code (0 none, 1 exited, 2 killed, 3 dumped), an exit status (an
+# exit code 0-255 or a signal's number), a flag, a result (one of systemd's, or "unknown": a
+# failure seen only through NRestarts). A record with a field that is not is dropped whole (a
+# warning names it): a record is one unit's story, and half of one (a failure time without its
+# reason) would be pushed as a different story.
+TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT = range(6)
 RECORD_FIELDS = {
-    "changed": _time, "entered": _time, "failed_at": _time, "restarts": _count,
-    "pending": _flag, "gave_up": _flag, "exit_code": _exit_code, "exit_status": _exit_status,
-    "failure_code": _exit_code, "failure_status": _exit_status, "result": _result,
+    "changed": TIME, "entered": TIME, "failed_at": TIME, "restarts": COUNT,
+    "pending": FLAG, "gave_up": FLAG, "exit_code": EXIT_CODE, "exit_status": EXIT_STATUS,
+    "failure_code": EXIT_CODE, "failure_status": EXIT_STATUS, "result": RESULT,
 }
+
+
+def field_ok(kind: int, value, latest: float) -> bool:
+    """Whether `value` passes the check of its field's kind; `latest` is now + slack. Written
+    out, not one function per kind: it runs for every field of every record at every tick."""
+    if kind == TIME:
+        return type(value) is float and 0 <= value <= latest
+    if kind == COUNT:
+        return type(value) is int and 0 <= value <= INT_MAX
+    if kind == EXIT_STATUS:
+        return type(value) is int and 0 <= value <= 255
+    if kind == EXIT_CODE:
+        return type(value) is int and 0 <= value <= 3
+    if kind == FLAG:
+        return type(value) is bool
+    return value == "unknown" or is_result(value)
 
 
 def checked_record(record, now: float) -> "tuple[dict | None, str]":
     """(the record with its known fields, ""), or (None, what is wrong with it). Fields this
     version does not know (a newer one's) are left out."""
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         return None, f"not a record ({type(record).__name__})"
-    checked = {}
+    latest, unknown = now + CLOCK_SLACK, False
     for key, value in record.items():
-        check = RECORD_FIELDS.get(key) if isinstance(key, str) else None
-        if check is None:
-            continue
-        if not check(value, now):
-            future = check is _time and isinstance(value, float) and value > now
+        kind = RECORD_FIELDS.get(key) if type(key) is str else None
+        if kind is None:
+            unknown = True
+        elif not field_ok(kind, value, latest):
+            future = kind == TIME and type(value) is float and value > now
             return None, f"{key}={value!r:.40}" + (" lies in the future" if future else " fails its check")
-        checked[key] = value
-    return checked, ""
+    if unknown:
+        return {key: value for key, value in record.items() if type(key) is str and key in RECORD_FIELDS}, ""
+    return record, ""
 
 
 def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, now: "float | None" = None) -> dict:
@@ -382,8 +383,7 @@ def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, n
         raise BadStateFile(f"{len(series)} series, more than the {cap} its --timeout allows")
     checked = {"series": [entry for entry in series  # _is_series, inline: it runs for every series
                           if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], str)
-                          and entry[0].startswith("systemd_") and entry[1] in ("gauge", "counter")
-                          and isinstance(entry[2], tuple)]
+                          and entry[1] in ("gauge", "counter") and isinstance(entry[2], tuple)]
                if isinstance(series, (list, tuple)) else []}
     for key in ("intervals", "calendar"):
         table = memory.get(key)
