@@ -24,7 +24,7 @@ DEADLINE_SLACK = 1.5
 USAGE = """usage: systemd-heartbeat [--url URL] [--unit NAME]... [--allowlist FILE] [--host NAME]
                          [--timeout SECONDS] [--state-dir DIR] [--spool-max-bytes N]
                          [--spool-max-age SECONDS] [--auth-file FILE] [--ca-file FILE]
-                         [--source dbus|systemctl] [--dry-run]
+                         [--source dbus|systemctl] [--journal yes|no] [--dry-run]
 
 Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/HTTP).
 
@@ -51,6 +51,12 @@ Push the state of allowlisted and failed systemd units to VictoriaMetrics (OTLP/
                      /run/dbus/system_bus_socket; default), or with systemctl show; dbus falls
                      back to systemctl, with a warning, when the bus cannot be used or misbehaves
                      (env SYSTEMD_HEARTBEAT_SOURCE)
+  --journal yes|no   read the failures of units that moved since the last tick from systemd's
+                     journal (exact: each one counted, its time, Result and exit as systemd
+                     recorded them; needs the systemd-journal group), or infer them from the
+                     state alone (env SYSTEMD_HEARTBEAT_JOURNAL; default yes; without the
+                     right to read the journal the failures are inferred, and
+                     systemd_heartbeat_history_source says so)
   --dry-run          print the samples that would be pushed, one per line, and push nothing
   -h, --help         show this help
 """
@@ -74,13 +80,14 @@ class Settings:
             credential if exists(credential) else None)
         self.ca_file = environ.get("SYSTEMD_HEARTBEAT_CA_FILE") or None
         self.source = environ.get("SYSTEMD_HEARTBEAT_SOURCE") or "dbus"
+        self.journal = environ.get("SYSTEMD_HEARTBEAT_JOURNAL") or "yes"
         self.dry_run = False
 
 
 VALUE_FLAGS = {"--url": "url", "--unit": "unit", "--allowlist": "allowlist", "--host": "host",
                "--timeout": "timeout", "--state-dir": "state_dir", "--spool-max-bytes": "spool_max_bytes",
                "--spool-max-age": "spool_max_age", "--auth-file": "auth_file", "--ca-file": "ca_file",
-               "--source": "source"}
+               "--source": "source", "--journal": "journal"}
 
 
 class HelpRequested(Exception):
@@ -118,6 +125,8 @@ def parse_args(argv: list[str], environ=None) -> Settings:
     settings.spool_max_age = number_flag("--spool-max-age", settings.spool_max_age, 0, 10 * 365 * 86400.0)
     if settings.source not in ("dbus", "systemctl"):
         raise HeartbeatError(f"--source must be dbus or systemctl, got {settings.source[:40]!r}")
+    if settings.journal not in ("yes", "no"):
+        raise HeartbeatError(f"--journal must be yes or no, got {settings.journal[:40]!r}")
     if not settings.host:
         import _socket
 
@@ -154,7 +163,7 @@ def read_patterns(args) -> list[str]:
 
 
 def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, source: str = "dbus", run=None,
-         writes: bool = True):
+         writes: bool = True, journal: bool = True):
     """Read and shape one tick: (samples without staleness markers, snapshot, memory), where
     memory is what the last push left, with this tick's history records ("units") and wall
     time ("wall") for the next (history.py). A run that `writes` its state directory holds
@@ -186,10 +195,34 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
         except HeartbeatError as error:  # only the period of a timer that never fired is missing
             snapshot.warnings.append(f"cannot read calendar periods: {error}")
     memory["calendar"] = calendar
-    records = observe_all(snapshot.units, memory)
+    recorded, source = None, "inferred"
+    if journal:
+        from .read_journal import read_failures, remembered_source
+        from .read_systemctl import run_command
+
+        reading = read_failures(snapshot.units, memory["units"], memory.get("wall"), deadline, run or run_command)
+        source = remembered_source(reading.source, memory.get("history_source"))
+        snapshot.warnings += reading.warnings
+        recorded = reading.recorded
+    if source != memory.get("history_source", source):
+        snapshot.warnings.append(HISTORY_SOURCES[source])
+    snapshot.history_source = source
+    records = observe_all(snapshot.units, memory, recorded)
+    if journal:
+        for name, cursor in reading.cursors.items():
+            if cursor:
+                records[name]["cursor"] = cursor
     samples = shape(snapshot, host, memory, records)
-    memory["next"] = {"units": records, "wall": snapshot.wall}
+    memory["next"] = {"units": records, "wall": snapshot.wall, "history_source": source}
     return samples, snapshot, memory
+
+
+# What a change of where the failures come from means, said once when it happens.
+HISTORY_SOURCES = {
+    "journal": "failures are read from systemd's journal again",
+    "inferred": "failures are inferred from the units' state: the journal cannot be read (the service needs "
+                "SupplementaryGroups=systemd-journal) or missed entries, or --journal no",
+}
 
 
 def format_value(value: "float | None") -> str:
@@ -245,7 +278,7 @@ def one_tick(args, started: float) -> int:
         patterns = read_patterns(args)
         endpoint = None if args.dry_run else endpoint_of(args)
         samples, snapshot, memory = tick(patterns, args.host, args.state_dir, deadline, args.source,
-                                         writes=not args.dry_run)
+                                         writes=not args.dry_run, journal=args.journal == "yes")
     except HeartbeatError as error:
         say(str(error))
         return 1

@@ -105,9 +105,28 @@ def inferred_failure(unit: dict, previous_look: "float | None") -> "float | None
     return None
 
 
-def observe(unit: dict, before: "dict | None", previous_look: "float | None") -> dict:
+def moved(unit: dict, before: "dict | None") -> bool:
+    """Whether something may have happened to the unit since its record, so that the journal
+    is worth reading: its NRestarts or StateChangeTimestamp moved. A unit seen for the first
+    time: if it is failed or was restarted (its journal since the boot tells why)."""
+    restarts = as_int(unit.get("NRestarts"))
+    if before is None:
+        return unit.get("ActiveState") == "failed" or bool(restarts)
+    return ((parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0) != before.get("changed", 0.0)
+            or (restarts is not None and restarts != before.get("restarts", restarts)))
+
+
+def count_failure(record: dict, result: str, times: int = 1) -> None:
+    """systemd_unit_failures_total{result}: every failure once, by its Result."""
+    counts = record["failures"] = dict(record.get("failures", {}))
+    counts[result] = counts.get(result, 0) + times
+
+
+def observe(unit: dict, before: "dict | None", previous_look: "float | None", recorded=None) -> dict:
     """This tick's record of one unit: what systemd says now, and what it forgot carried over
-    from the record before."""
+    from the record before. `recorded`: the failures systemd's journal recorded since the
+    record (read_journal.Failure, oldest first), or None when the journal was not read for
+    it: then the failures are inferred from the state as before."""
     record = dict(before) if before else {}
     record["changed"] = parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0
     if "ActiveEnterTimestamp" in unit:  # else unchanged since the record (state_changed)
@@ -125,21 +144,10 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None") ->
         if code in EXIT_CODES and status is not None:
             # systemd holds an exit until the next run starts; after that, the record keeps it
             record["exit_code"], record["exit_status"] = code, status
-    # an active unit shows no failure; an active service may have had one since the last look
-    failure = seen_failure(unit) if unit.get("ActiveState") not in ACTIVE else None
-    if failure is not None:  # systemd shows it: its reason and exit are systemd's
-        held = is_service and code in EXIT_CODES and status is not None
-        reason = (str(unit.get("Result") or "unknown"), code if held else 0, status if held else 0)
-    elif (is_service and unexplained_restarts(before, restarts) > 0
-          and unit.get("Restart") in RESTARTS_ON_FAILURE):
-        # restarted since the last look, and its policy restarts only after a failure; systemd
-        # has already reset that run's Result and exit: the reason seen last stands, if any
-        failure = inferred_failure(unit, previous_look)
-        reason = (record.get("result", "unknown"), record.get("failure_code", 0), record.get("failure_status", 0))
-    if failure is not None and failure >= record.get("failed_at", 0.0):
-        record["failed_at"] = failure
-        record["result"], record["failure_code"], record["failure_status"] = reason
-        record["gave_up"] = gave_up(unit)
+    if recorded is not None:
+        observe_recorded(record, unit, recorded)
+    else:
+        observe_inferred(record, unit, before, previous_look, is_service, code, status, restarts)
     if restarts is not None:
         record["restarts"] = restarts
         if str(unit.get("SubState", "")) in RESTART_NOT_COUNTED:
@@ -149,7 +157,44 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None") ->
     return record
 
 
-def observe_all(units: list[dict], memory: dict) -> dict[str, dict]:
-    """A record per unit of this tick; units no longer reported are forgotten."""
-    before, previous_look = memory.get("units", {}), memory.get("wall")
-    return {str(unit["Unit"]): observe(unit, before.get(str(unit["Unit"])), previous_look) for unit in units}
+def observe_recorded(record: dict, unit: dict, recorded: list) -> None:
+    """The failures as systemd recorded them: each counted, the last one's time, Result and
+    exit as the journal has them; given up when systemd refused its restart for the start
+    limit and the unit is still failed."""
+    for failure in recorded:
+        count_failure(record, failure.result)
+    if recorded and recorded[-1].at >= record.get("failed_at", 0.0):
+        last = recorded[-1]
+        record["failed_at"], record["result"] = last.at, last.result
+        record["failure_code"], record["failure_status"] = last.exit_code, last.exit_status
+        record["gave_up"] = last.gave_up and unit.get("SubState") == "failed"
+
+
+def observe_inferred(record: dict, unit: dict, before, previous_look, is_service: bool, code, status, restarts) -> None:
+    """The failures inferred from two looks at the state (without the journal)."""
+    times = 1
+    # an active unit shows no failure; an active service may have had one since the last look
+    failure = seen_failure(unit) if unit.get("ActiveState") not in ACTIVE else None
+    if failure is not None:  # systemd shows it: its reason and exit are systemd's
+        held = is_service and code in EXIT_CODES and status is not None
+        reason = (str(unit.get("Result") or "unknown"), code if held else 0, status if held else 0)
+    elif (is_service and (times := unexplained_restarts(before, restarts)) > 0
+          and unit.get("Restart") in RESTARTS_ON_FAILURE):
+        # restarted since the last look, and its policy restarts only after a failure; systemd
+        # has already reset that run's Result and exit: the reason seen last stands, if any
+        failure = inferred_failure(unit, previous_look)
+        reason = (record.get("result", "unknown"), record.get("failure_code", 0), record.get("failure_status", 0))
+    if failure is not None and failure >= record.get("failed_at", 0.0):
+        if failure > record.get("failed_at", 0.0):  # a failure still shown at the next look is not a new one
+            count_failure(record, reason[0], times)
+        record["failed_at"] = failure
+        record["result"], record["failure_code"], record["failure_status"] = reason
+        record["gave_up"] = gave_up(unit)
+
+
+def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None) -> dict[str, dict]:
+    """A record per unit of this tick; units no longer reported are forgotten. `recorded`:
+    the journal's failures of the units it was read for (read_journal.recorded_failures)."""
+    before, previous_look, recorded = memory.get("units", {}), memory.get("wall"), recorded or {}
+    return {str(unit["Unit"]): observe(unit, before.get(str(unit["Unit"])), previous_look,
+                                       recorded.get(str(unit["Unit"]))) for unit in units}

@@ -56,11 +56,13 @@ class Snapshot:
     clocks read right after systemd answered, to place monotonic timestamps (a monotonic
     timer's next elapse) on the wall clock. source: "dbus" or "systemctl"; warnings: lines
     for the operator (why not D-Bus, units systemd refused, rows that were skipped).
+    history_source: where this tick's failures come from ("journal", "inferred").
     """
 
-    __slots__ = ("units", "manager_start", "duration", "wall", "monotonic", "source", "warnings")
+    __slots__ = ("units", "manager_start", "duration", "wall", "monotonic", "source", "warnings", "history_source")
 
     def __init__(self, units, manager_start, duration, wall, monotonic, source="systemctl", warnings=()):
         self.units, self.manager_start, self.duration = units, manager_start, duration
         self.wall, self.monotonic = wall, monotonic
         self.source, self.warnings = source, list(warnings)
+        self.history_source = None  # "journal" or "inferred" (cli.tick), for systemd_heartbeat_history_source

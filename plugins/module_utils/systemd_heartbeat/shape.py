@@ -10,6 +10,7 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_unit_last_exit_code             its code: 0 none seen, 1 exited, 2 killed, 3 dumped
   systemd_unit_last_failure_timestamp_seconds   the last failure seen (history.py)
   systemd_unit_last_failure_info{result,exit_code,exit_status,gave_up}   always 1: its reason
+  systemd_unit_failures_total{result}     every failure seen, by Result (history.py)
   systemd_unit_active_enter_timestamp_seconds   ActiveEnterTimestamp: when it last became active
   systemd_unit_seconds_since_active       see seconds_since_active()
   systemd_unit_state_change_timestamp_seconds
@@ -18,7 +19,8 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_boot_timestamp_seconds          when the service manager started: the boot
   systemd_heartbeat_up, systemd_heartbeat_collect_duration_seconds,
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed,
-  systemd_heartbeat_spooled_payloads, systemd_heartbeat_spool_dropped_total{reason}
+  systemd_heartbeat_spooled_payloads, systemd_heartbeat_spool_dropped_total{reason},
+  systemd_heartbeat_history_source{source}  1: where the failures come from (journal, inferred)
 """
 from .history import EXIT_CODES, observe, observe_all
 from .model import DROP_REASONS, Snapshot
@@ -148,6 +150,8 @@ def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval:
         samples.append(("systemd_unit_last_exit_code", "gauge", base, float(code)))
     if record.get("failed_at"):
         samples += failure_samples(record, base)
+    for result, count in sorted(record.get("failures", {}).items()):
+        samples.append(("systemd_unit_failures_total", "counter", base + (("result", result),), float(count)))
     if record.get("entered"):
         samples.append(("systemd_unit_active_enter_timestamp_seconds", "gauge", base, record["entered"]))
     since = seconds_since_active(unit, now, manager_start)
@@ -182,12 +186,15 @@ def failure_samples(record: dict, base: tuple) -> list[tuple]:
             ("systemd_unit_last_failure_info", "gauge", base + reason, 1.0)]
 
 
-def health_samples(host: str, duration: float, units: list[dict], boot: "float | None" = None) -> list[tuple]:
-    """The heartbeat's own health: alive, how long collection took, how much it saw; and when
-    the host's service manager started (a new value is a reboot)."""
+def health_samples(host: str, duration: float, units: list[dict], boot: "float | None" = None,
+                   history_source: "str | None" = None) -> list[tuple]:
+    """The heartbeat's own health: alive, how long collection took, how much it saw; when
+    the host's service manager started (a new value is a reboot); where its failures come from."""
     labels = (("host", host),)
     failed = sum(1 for u in units if u.get("ActiveState") == "failed")
     booted = [("systemd_boot_timestamp_seconds", "gauge", labels, boot)] if boot else []
+    if history_source:
+        booted.append(("systemd_heartbeat_history_source", "gauge", labels + (("source", history_source),), 1.0))
     return booted + [
         ("systemd_heartbeat_up", "gauge", labels, 1.0),
         ("systemd_heartbeat_collect_duration_seconds", "gauge", labels, round(duration, 6)),
@@ -219,7 +226,8 @@ def shape(snapshot: Snapshot, host: str, memory: "dict | None" = None, records: 
     for unit in snapshot.units:
         samples.extend(unit_samples(unit, host, snapshot, intervals.get(unit["Unit"]), calendar,
                                     records.get(str(unit["Unit"]))))
-    samples.extend(health_samples(host, snapshot.duration, snapshot.units, snapshot.manager_start))
+    samples.extend(health_samples(host, snapshot.duration, snapshot.units, snapshot.manager_start,
+                                  snapshot.history_source))
     return samples
 
 

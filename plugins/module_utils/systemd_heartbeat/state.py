@@ -12,7 +12,7 @@ import zlib
 
 from .syscalls import is_regular, join, lexists
 from .model import DROP_REASONS, HeartbeatError
-from .values import INT_MAX, is_finite, is_result
+from .values import INT_MAX, is_cursor, is_finite, is_result
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
 # The file is private to the service (StateDirectoryMode=0700, UMask=0077) and starts with the
@@ -323,11 +323,12 @@ def _time(value, now: float) -> bool:
 # failure seen only through NRestarts). A record with a field that is not is dropped whole (a
 # warning names it): a record is one unit's story, and half of one (a failure time without its
 # reason) would be pushed as a different story.
-TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT = range(6)
+TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT, CURSOR, COUNTS = range(8)
 RECORD_FIELDS = {
     "changed": TIME, "entered": TIME, "failed_at": TIME, "restarts": COUNT,
     "pending": FLAG, "gave_up": FLAG, "exit_code": EXIT_CODE, "exit_status": EXIT_STATUS,
     "failure_code": EXIT_CODE, "failure_status": EXIT_STATUS, "result": RESULT,
+    "cursor": CURSOR, "failures": COUNTS,
 }
 
 
@@ -344,6 +345,11 @@ def field_ok(kind: int, value, latest: float) -> bool:
         return type(value) is int and 0 <= value <= 3
     if kind == FLAG:
         return type(value) is bool
+    if kind == CURSOR:  # where the journal's reading of the unit stopped (read_journal)
+        return is_cursor(value)
+    if kind == COUNTS:  # systemd_unit_failures_total: a count per Result
+        return type(value) is dict and len(value) <= 32 and all(
+            (k == "unknown" or is_result(k)) and type(n) is int and 0 <= n <= INT_MAX for k, n in value.items())
     return value == "unknown" or is_result(value)
 
 
@@ -398,6 +404,8 @@ def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, n
     checked["units"] = checked_records(memory.get("units"), cap, now, warnings, stepped_back)
     if _time(wall, now):
         checked["wall"] = wall
+    if memory.get("history_source") in ("journal", "inferred"):
+        checked["history_source"] = memory["history_source"]
     return checked
 
 

@@ -134,6 +134,12 @@ def is_exit_status(value) -> bool:
     return is_integer(value) and 0 <= value <= 255
 
 
+def is_cursor(value) -> bool:
+    """A journal cursor as journalctl prints one (s=...;i=...;b=...;m=...;t=...;x=...)."""
+    return (isinstance(value, str) and 0 < len(value) <= 256 and value.isascii() and value.isprintable()
+            and value.startswith("s=") and ";i=" in value and " " not in value)
+
+
 def as_int(value) -> "int | None":
     """An integer property (D-Bus's int, systemctl's decimal text) within 64 bits, else None."""
     if is_integer(value):

@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: MIT
+"""Failure events from systemd's own record: what PID 1 wrote to the journal about the units
+that moved since the last tick, read with `journalctl -o json`, and what they say happened.
+
+A tick reads the journal only for units whose NRestarts or StateChangeTimestamp moved since
+their record (history.moved): a steady tick never runs journalctl. PID 1's structured entries
+(systemd's src/systemd/sd-messages.h; seen on 252 and 257, tests/fixtures/journal-*):
+
+    98e322203f7a4ed290d09fe03c09fe15  "Main process exited" / "Control process exited":
+                                      EXIT_CODE (exited, killed, dumped), EXIT_STATUS
+    d9b373ed55a64feb8242e02dbe79a49c  "Failed with result": UNIT_RESULT
+    5eb03494b6584870a536b337290809b3  "Scheduled restart job, restart counter is at N": N_RESTARTS
+    (no MESSAGE_ID)                   "Start request repeated too quickly.": the start limit
+
+Each entry carries the run's INVOCATION_ID. At a start-limit hit systemd logs "Failed with
+result" a second time for the same run: that is the same failure, now given up on.
+
+Where each unit's reading stops is its cursor (the journal's __CURSOR of the last entry read
+for it), kept in its history record: the next reading starts after it.
+"""
+from .model import HeartbeatError
+from .values import as_int, is_cursor, is_result, parse_timestamp
+
+PROCESS_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
+UNIT_FAILED = "d9b373ed55a64feb8242e02dbe79a49c"
+RESTART_SCHEDULED = "5eb03494b6584870a536b337290809b3"
+START_LIMIT_HIT = "Start request repeated too quickly."
+EXIT_CODES = {"exited": 1, "killed": 2, "dumped": 3}  # EXIT_CODE as systemd words it -> ExecMainCode
+OUTPUT_MAX = 16 << 20  # a reading past this is not one tick's events: the tick infers instead
+
+
+class JournalUnreadable(HeartbeatError):
+    """The journal could not be read (no permission, no journalctl, garbage): infer instead."""
+
+
+class Failure:
+    """One failure, as systemd recorded it: when (the "Failed with result" entry, Unix seconds),
+    its Result, the exit that caused it (0, 0 without one), whether systemd then gave up
+    restarting (the start limit refused the restart)."""
+
+    __slots__ = ("at", "result", "exit_code", "exit_status", "gave_up", "run")
+
+    def __init__(self, at: float, result: str, exit_code: int, exit_status: int, run: str):
+        self.at, self.result, self.exit_code, self.exit_status, self.run = at, result, exit_code, exit_status, run
+        self.gave_up = result == "start-limit-hit"
+
+    def __repr__(self) -> str:
+        return f"Failure({self.at!r}, {self.result!r}, {self.exit_code}, {self.exit_status}, gave_up={self.gave_up})"
+
+
+def journal_command(names: list[str], cursor: "str | None", since: "float | None") -> list[str]:
+    """journalctl for PID 1's entries about `names`, after `cursor` (else since `since`, else
+    this boot)."""
+    start = [f"--after-cursor={cursor}"] if cursor else [f"--since=@{since:.6f}"] if since else ["--boot"]
+    return ["journalctl", "--output=json", "--no-pager", "--quiet", *start, "_PID=1",
+            *(f"UNIT={name}" for name in names)]
+
+
+def parse_entries(text: str) -> list[dict]:
+    """journalctl's JSON lines -> entries; a field journalctl shows as an array of byte values
+    (not UTF-8) or a list (repeated) is left out. JournalUnreadable for anything that is not
+    JSON lines of objects."""
+    import json  # only on a tick that reads the journal: json imports re (4 ms)
+
+    entries = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise JournalUnreadable("journalctl printed something that is not JSON") from None
+        if not isinstance(entry, dict):
+            raise JournalUnreadable("journalctl printed JSON that is not an entry")
+        entries.append({key: value for key, value in entry.items() if isinstance(value, str)})
+    return entries
+
+
+def entry_time(entry: dict) -> "float | None":
+    """When the entry was written, Unix seconds (journald's __REALTIME_TIMESTAMP, µs)."""
+    micros = as_int(entry.get("__REALTIME_TIMESTAMP"))
+    return micros / 1e6 if micros is not None and 0 < micros < 1 << 62 else None
+
+
+def failures(entries: list[dict]) -> list[Failure]:
+    """The failures one unit's entries record, oldest first, each counted once: a "Failed with
+    result" entry, with the last process exit of the same run before it; a second one for the
+    same run and Result (the start limit's) is not a failure of its own. A failure after which
+    systemd refused the restart for its start limit is given up on; a restart scheduled after it
+    means it was not (yet)."""
+    found: list[Failure] = []
+    exits: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        message_id, run = entry.get("MESSAGE_ID"), entry.get("INVOCATION_ID", "")
+        if message_id == PROCESS_EXITED:
+            code, status = EXIT_CODES.get(entry.get("EXIT_CODE", "")), as_int(entry.get("EXIT_STATUS"))
+            if code is not None and status is not None and 0 <= status <= 255:
+                exits[run] = (code, status)
+        elif message_id == UNIT_FAILED:
+            at, result = entry_time(entry), entry.get("UNIT_RESULT")
+            if at is None or not is_result(result):
+                continue
+            if found and run and found[-1].run == run and found[-1].result == result:
+                continue  # the start limit's repeat of this run's failure
+            code, status = exits.pop(run, (0, 0))
+            found.append(Failure(at, result, code, status, run))
+        elif message_id == RESTART_SCHEDULED:
+            if found:
+                found[-1].gave_up = False
+        elif entry.get("MESSAGE", "").endswith(START_LIMIT_HIT) and found:
+            found[-1].gave_up = True
+    return found
+
+
+def by_unit(entries: list[dict], cursors: dict[str, "str | None"]) -> dict[str, list[dict]]:
+    """Each unit's entries after its own cursor (entries up to and including the entry its
+    cursor names are those an earlier tick read). A unit whose cursor's entry is not among
+    them (the reading started after it) gets them all."""
+    grouped: dict[str, list[dict]] = {name: [] for name in cursors}
+    for entry in entries:
+        name = entry.get("UNIT")
+        if name in grouped:
+            grouped[name].append(entry)
+    for name, cursor in cursors.items():
+        if cursor:
+            for position, entry in enumerate(grouped[name]):
+                if entry.get("__CURSOR") == cursor:
+                    grouped[name] = grouped[name][position + 1:]
+                    break
+    return grouped
+
+
+def earliest_cursor(cursors: list[str]) -> "str | None":
+    """The cursor that comes first in the journal: by the sequence number (i=) within one
+    sequence (s=); None when they are not of one sequence (the reading then goes by time)."""
+    keyed = []
+    for cursor in cursors:
+        fields = dict(part.partition("=")[::2] for part in cursor.split(";"))
+        try:
+            keyed.append((fields.get("s"), int(fields.get("i", ""), 16), cursor))
+        except ValueError:
+            return None
+    if len({sequence for sequence, _, _ in keyed}) != 1:
+        return None
+    return min(keyed)[2]
+
+
+def read_events(names: list[str], cursors: dict, since: "float | None", deadline, run) -> dict[str, list[dict]]:
+    """Each of `names`' entries since its cursor (`cursors`: name -> cursor or None; without
+    one, since `since`), in one journalctl. JournalUnreadable when the journal cannot be read."""
+    known = [cursors[name] for name in names if cursors.get(name)]
+    start = earliest_cursor(known) if known and len(known) == len(names) else None
+    try:
+        text = run(journal_command(names, start, since if start is None else None), deadline)
+    except HeartbeatError as error:
+        if type(error).__name__ == "DeadlineExceeded":
+            raise
+        raise JournalUnreadable(str(error)) from None
+    if len(text) > OUTPUT_MAX:
+        raise JournalUnreadable(f"journalctl printed more than {OUTPUT_MAX >> 20} MiB")
+    return by_unit(parse_entries(text), {name: cursors.get(name) for name in names})
+
+
+def journal_readable() -> bool:
+    """Whether this process may read the system journal: its current file, persistent or
+    volatile, is readable to us (root, or the systemd-journal or adm group). journalctl run
+    without that right prints only the user's own journal, with a hint on stderr: no error."""
+    import posix
+
+    from .syscalls import lexists
+
+    try:
+        with open("/etc/machine-id", "rb") as handle:
+            machine = handle.read(64).strip().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return False
+    for base in ("/var/log/journal", "/run/log/journal"):
+        path = f"{base}/{machine}/system.journal"
+        if lexists(path):
+            return posix.access(path, posix.R_OK)
+    return False
+
+
+def explained(unit: dict, before: "dict | None", entries: list[dict]) -> bool:
+    """Whether the entries account for what the state shows moved: a rise of NRestarts by a
+    restart systemd logged at that count; a unit that entered failed (or waits for its restart
+    after a failure) since its record, by a "Failed with result". Not, when journald has not
+    stored the entries yet (it takes them from PID 1 a moment later) or lost them."""
+    restarts = as_int(unit.get("NRestarts"))
+    if before is not None and restarts is not None and restarts > before.get("restarts", restarts):
+        if restarts not in {as_int(e.get("N_RESTARTS")) for e in entries if e.get("MESSAGE_ID") == RESTART_SCHEDULED}:
+            return False
+    failing = unit.get("ActiveState") == "failed" or (
+        str(unit.get("SubState", "")).startswith(("auto-restart", "failed-before")) and unit.get("Result") != "success")
+    if failing and (before is None or parse_timestamp(unit.get("StateChangeTimestamp")) != (before.get("changed") or None)):
+        return any(e.get("MESSAGE_ID") == UNIT_FAILED for e in entries)
+    return True
+
+
+class JournalReading:
+    """What one tick read of the journal: `recorded` (unit -> its failures, oldest first, for
+    each unit whose record the journal explains), `cursors` (unit -> cursor of the last entry
+    read for it), `source` ("journal", "inferred", or None when nothing moved and the journal
+    was not asked), `warnings`."""
+
+    __slots__ = ("recorded", "cursors", "source", "warnings")
+
+    def __init__(self):
+        self.recorded, self.cursors, self.source, self.warnings = {}, {}, None, []
+
+
+def read_failures(units: list[dict], records: dict, previous_look: "float | None", deadline, run,
+                  settle: float = 0.2) -> JournalReading:
+    """The journal's failures of the units that moved since their records, in one journalctl
+    (and once more, `settle` s later, for units whose entries journald had not stored yet).
+    Within half of what is left of the tick's deadline: a journal slower than that costs the
+    exactness of this tick (the failures are inferred), not the tick."""
+    from .history import moved
+    from .model import Deadline
+
+    reading = JournalReading()
+    names = [str(u["Unit"]) for u in units if moved(u, records.get(str(u["Unit"])))]
+    if not names:
+        return reading
+    reading.source = "inferred"
+    if not journal_readable():
+        return reading
+    budget = Deadline(deadline.remaining("reading the journal") / 2)
+    by_name = {str(u["Unit"]): u for u in units}
+    cursors = {name: records.get(name, {}).get("cursor") for name in names}
+    since = previous_look - 1.0 if previous_look else None
+    try:
+        entries = read_events(names, cursors, since, budget, run)
+        waiting = [n for n in names if not explained(by_name[n], records.get(n), entries[n])]
+        if waiting and budget.remaining("reading the journal") > settle:
+            import time
+
+            time.sleep(settle)
+            entries.update(read_events(waiting, cursors, since, budget, run))
+    except HeartbeatError as error:  # unreadable, or its half of the deadline spent
+        reading.warnings.append(f"cannot read the journal ({str(error)[:160]}): failures inferred this tick")
+        return reading
+    for name in names:
+        if explained(by_name[name], records.get(name), entries[name]):
+            reading.recorded[name] = failures(entries[name])
+        if entries[name]:
+            reading.cursors[name] = entries[name][-1].get("__CURSOR") if is_cursor(entries[name][-1].get("__CURSOR")) \
+                else None
+    reading.source = "journal" if len(reading.recorded) == len(names) else "inferred"
+    return reading
+
+
+def remembered_source(read: "str | None", remembered: "str | None") -> str:
+    """Where this tick's failures come from: what the reading found; when nothing moved (the
+    journal was not asked), what the last tick found, or whether the journal is readable."""
+    if read:
+        return read
+    if remembered in ("journal", "inferred"):
+        return remembered
+    return "journal" if journal_readable() else "inferred"
