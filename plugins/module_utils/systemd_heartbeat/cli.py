@@ -198,9 +198,8 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
     recorded, source = None, "inferred"
     if journal:
         from .read_journal import read_failures, remembered_source
-        from .read_systemctl import run_command
 
-        reading = read_failures(snapshot.units, memory["units"], memory.get("wall"), deadline, run or run_command)
+        reading = read_failures(snapshot.units, memory["units"], memory.get("wall"), deadline, run)
         source = remembered_source(reading.source, memory.get("history_source"))
         snapshot.warnings += reading.warnings
         recorded = reading.recorded

@@ -158,14 +158,19 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None", re
 
 
 def observe_recorded(record: dict, unit: dict, recorded: list) -> None:
-    """The failures as systemd recorded them: each counted, the last one's time, Result and
-    exit as the journal has them; given up when systemd refused its restart for the start
-    limit and the unit is still failed."""
+    """The failures as systemd recorded them (read_journal.failures): each new one counted, the
+    last one's time, Result, exit and run as the journal has them; given up when the start
+    limit refused a start after it and the unit is still failed."""
     for failure in recorded:
-        count_failure(record, failure.result)
+        if failure.new:
+            count_failure(record, failure.result)
     if recorded and recorded[-1].at >= record.get("failed_at", 0.0):
         last = recorded[-1]
         record["failed_at"], record["result"] = last.at, last.result
+        if last.run:
+            record["run"] = last.run
+        else:
+            record.pop("run", None)
         record["failure_code"], record["failure_status"] = last.exit_code, last.exit_status
         record["gave_up"] = last.gave_up and unit.get("SubState") == "failed"
 
@@ -190,6 +195,7 @@ def observe_inferred(record: dict, unit: dict, before, previous_look, is_service
         record["failed_at"] = failure
         record["result"], record["failure_code"], record["failure_status"] = reason
         record["gave_up"] = gave_up(unit)
+        record.pop("run", None)  # not a failure the journal named
 
 
 def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None) -> dict[str, dict]:

@@ -323,12 +323,12 @@ def _time(value, now: float) -> bool:
 # failure seen only through NRestarts). A record with a field that is not is dropped whole (a
 # warning names it): a record is one unit's story, and half of one (a failure time without its
 # reason) would be pushed as a different story.
-TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT, CURSOR, COUNTS = range(8)
+TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT, CURSOR, COUNTS, RUN = range(9)
 RECORD_FIELDS = {
     "changed": TIME, "entered": TIME, "failed_at": TIME, "restarts": COUNT,
     "pending": FLAG, "gave_up": FLAG, "exit_code": EXIT_CODE, "exit_status": EXIT_STATUS,
     "failure_code": EXIT_CODE, "failure_status": EXIT_STATUS, "result": RESULT,
-    "cursor": CURSOR, "failures": COUNTS,
+    "cursor": CURSOR, "failures": COUNTS, "run": RUN,
 }
 
 
@@ -347,6 +347,8 @@ def field_ok(kind: int, value, latest: float) -> bool:
         return type(value) is bool
     if kind == CURSOR:  # where the journal's reading of the unit stopped (read_journal)
         return is_cursor(value)
+    if kind == RUN:  # the last failure's INVOCATION_ID (128 bits in hex), as the journal has it
+        return type(value) is str and len(value) <= 32 and value.isascii() and value.isalnum()
     if kind == COUNTS:  # systemd_unit_failures_total: a count per Result
         return type(value) is dict and len(value) <= 32 and all(
             (k == "unknown" or is_result(k)) and type(n) is int and 0 <= n <= INT_MAX for k, n in value.items())

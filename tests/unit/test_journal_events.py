@@ -1,0 +1,132 @@
+"""Failures read from systemd's journal (read_journal.py), against what PID 1 really wrote.
+
+The fixtures (tests/fixtures/journal-252/, journal-257/, by tests/fixtures/capture_journal.py)
+hold, per case, what the capture did to a unit on a real systemd 252 and 257 host, the unit's
+own log of each run's start and exit status (written by the unit's process, not by systemd),
+and PID 1's journal entries about the unit. The expected failures come from what the capture
+did and from that log: never from the heartbeat's reading."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import load_heartbeat
+
+hb = load_heartbeat()
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+VERSIONS = ("252", "257")
+
+
+def case(version: str, name: str) -> dict:
+    return json.loads((FIXTURES / f"journal-{version}" / f"{name}.json").read_text())
+
+
+def exits(fixture: dict) -> list[int]:
+    """The exit statuses the unit's own process wrote, run by run."""
+    return [int(line.split()[1]) for line in fixture["process_log"] if line.startswith("exit ")]
+
+
+def starts(fixture: dict) -> list[int]:
+    return [int(line.split()[2]) for line in fixture["process_log"] if line.startswith("start ")]
+
+
+def read(fixture: dict) -> list:
+    return hb.failures(fixture["journal"])
+
+
+def reasons(found) -> list[tuple]:
+    return [(f.result, f.exit_code, f.exit_status) for f in found]
+
+
+# Cases where every run that exited non-zero on its own (the unit's log) failed with exit-code,
+# and nothing else did; whether systemd gave up at the end (the start limit refused a start).
+EXIT_CASES = {
+    "on-failure-loop": False, "always-loop": False, "admin-restart-cancels-pending": False,
+    "restart-prevent": False, "restart-force": False, "admin-stop-143": False,
+    "start-limit-no": True, "start-limit-on-failure": True, "start-limit-always": True, "oneshot-timer": False,
+}
+# Cases that exit only cleanly (0, or a status SuccessExitStatus= makes clean): no failure at all.
+CLEAN_CASES = ("always-clean", "restart-force-clean", "success-exit-status")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", sorted(EXIT_CASES))
+def test_every_failed_run_is_counted_once_with_its_own_exit(version, name):
+    fixture = case(version, name)
+    failed = [status for status in exits(fixture) if status != 0 and not (name == "success-exit-status")]
+    found = read(fixture)
+    assert reasons(found) == [("exit-code", 1, status) for status in failed]
+    assert [f.gave_up for f in found][-1:] == [EXIT_CASES[name]]
+    # each failure is placed at its run's exit (the unit's own clock, the same host): within 0.1 s
+    exit_times = [int(line.split()[2]) / 1e6 for line in fixture["process_log"]
+                  if line.startswith("exit ") and int(line.split()[1]) != 0]
+    assert all(abs(f.at - t) < 0.1 for f, t in zip(found, exit_times)), [(f.at, t) for f, t in zip(found, exit_times)]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", CLEAN_CASES)
+def test_clean_exits_are_no_failures(version, name):
+    fixture = case(version, name)
+    assert starts(fixture), "the unit never ran"
+    assert read(fixture) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_loop_of_clean_runs_stopped_by_the_start_limit_is_one_failure_given_up_on(version):
+    """Restart=on-success, runs exiting 0: the 4th start is refused (start-limit-hit), and so is
+    the capture's start by hand after it: one failure, not two."""
+    found = read(case(version, "start-limit-on-success"))
+    assert reasons(found) == [("start-limit-hit", 0, 0)] and found[0].gave_up
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_runs_killed_by_a_signal(version):
+    fixture = case(version, "killed")
+    kills = [a for a in fixture["did"] if a["action"].startswith("SIGKILL")]
+    assert reasons(read(fixture)) == [("signal", 2, 9)] * len(kills)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_watchdog_timeout_and_exec_start_pre(version):
+    # watchdog: runs 1 and 2 killed with SIGABRT by the watchdog, run 3 stopped by the capture
+    assert reasons(read(case(version, "watchdog"))) == [("watchdog", 2, 6)] * (len(starts(case(version, "watchdog"))) - 1)
+    # TimeoutStartSec=1 kills `sleep 10` with SIGTERM
+    assert reasons(read(case(version, "timeout"))) == [("timeout", 2, 15)]
+    # ExecStartPre=/bin/false: three runs, the control process's exit 1, then the start limit
+    found = read(case(version, "exec-start-pre-fails"))
+    assert reasons(found) == [("exit-code", 1, 1)] * 3 and found[-1].gave_up and not found[0].gave_up
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_entries_read_at_two_ticks_count_each_failure_once(version):
+    """A tick that read the last run's failure, and one that reads the start limit's entries after
+    it: the repeat of that failure is not a second one, and it is given up on."""
+    fixture = case(version, "start-limit-on-failure")
+    journal = fixture["journal"]
+    cut = max(i for i, e in enumerate(journal) if e.get("MESSAGE_ID") == hb.UNIT_FAILED
+              and not any(x.get("MESSAGE", "").endswith(hb.START_LIMIT_HIT) for x in journal[:i]))
+    first = hb.failures(journal[:cut + 1])
+    record = {"failed_at": first[-1].at, "result": first[-1].result, "run": first[-1].run, "gave_up": False,
+              "failure_code": 1, "failure_status": first[-1].exit_status}
+    second = hb.failures(journal[cut + 1:], hb.last_failure(record))
+    assert [f.new for f in second] == [False] and second[0].gave_up
+    assert len(first) + sum(f.new for f in second) == len([s for s in exits(fixture) if s])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_each_units_entries_after_its_own_cursor(version):
+    fixture = case(version, "on-failure-loop")
+    journal = fixture["journal"]
+    unit = journal[0]["UNIT"]
+    cursor = journal[3]["__CURSOR"]
+    assert hb.by_unit(journal, {unit: cursor})[unit] == journal[4:]
+    assert hb.by_unit(journal, {unit: None})[unit] == journal
+    assert hb.by_unit(journal, {unit: "s=x;i=1;b=y"})[unit] == journal  # its entry not among them: all
+
+
+def test_the_earliest_cursor_is_by_sequence_number():
+    a, b = "s=abc;i=10;b=1;m=1;t=1;x=1", "s=abc;i=f;b=1;m=1;t=1;x=1"
+    assert hb.earliest_cursor([a, b]) == b
+    assert hb.earliest_cursor([a, "s=def;i=1;b=1"]) is None  # not one sequence: go by time
