@@ -83,6 +83,7 @@ EXPECTED_NAMES = {
     "systemd_heartbeat_up", "systemd_heartbeat_collect_duration_seconds",
     "systemd_heartbeat_units_reported", "systemd_heartbeat_units_failed",
     "systemd_heartbeat_spooled_payloads", "systemd_heartbeat_spool_dropped_total",
+    "systemd_unit_failures_total", "systemd_heartbeat_history_source",
 }
 
 

@@ -197,13 +197,18 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
     memory["calendar"] = calendar
     recorded, source = None, "inferred"
     if journal:
+        from .history import moved
         from .read_journal import read_failures, remembered_source
 
-        reading = read_failures(snapshot.units, memory["units"], memory.get("wall"), deadline, run)
+        changed = [unit for unit in snapshot.units if moved(unit, memory["units"].get(str(unit["Unit"])))]
+        reading = read_failures(changed, memory["units"], memory.get("wall"), deadline, run)
         source = remembered_source(reading.source, memory.get("history_source"))
         snapshot.warnings += reading.warnings
         recorded = reading.recorded
-    if source != memory.get("history_source", source):
+        if source == "journal":  # a unit that did not move had no failure: nothing to infer
+            unmoved = {str(unit["Unit"]) for unit in snapshot.units} - {str(unit["Unit"]) for unit in changed}
+            recorded.update(dict.fromkeys(unmoved, ()))
+    if source != memory.get("history_source", "journal"):  # said once, when it changes (or starts inferred)
         snapshot.warnings.append(HISTORY_SOURCES[source])
     snapshot.history_source = source
     records = observe_all(snapshot.units, memory, recorded)

@@ -22,7 +22,7 @@ A record (a plain dict, so marshal stores it and state.well_formed can check it)
 """
 
 from .units import unit_type
-from .values import as_int, is_count, is_exit_status, parse_timestamp
+from .values import as_int, is_count, is_exit_status, parse_timestamp, same_moment
 
 # Restart= policies that restart a service only after a failure, and the Results each one
 # restarts on (systemd's service_shall_restart()); None = any Result but success.
@@ -112,7 +112,7 @@ def moved(unit: dict, before: "dict | None") -> bool:
     restarts = as_int(unit.get("NRestarts"))
     if before is None:
         return unit.get("ActiveState") == "failed" or bool(restarts)
-    return ((parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0) != before.get("changed", 0.0)
+    return (not same_moment(parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0, before.get("changed", 0.0))
             or (restarts is not None and restarts != before.get("restarts", restarts)))
 
 

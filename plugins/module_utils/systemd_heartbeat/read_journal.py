@@ -19,7 +19,7 @@ Where each unit's reading stops is its cursor (the journal's __CURSOR of the las
 for it), kept in its history record: the next reading starts after it.
 """
 from .model import HeartbeatError
-from .values import as_int, is_cursor, is_result, parse_timestamp
+from .values import as_int, is_cursor, is_result, parse_timestamp, same_moment
 
 PROCESS_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
 UNIT_FAILED = "d9b373ed55a64feb8242e02dbe79a49c"
@@ -207,7 +207,8 @@ def explained(unit: dict, before: "dict | None", entries: list[dict]) -> bool:
             return False
     failing = unit.get("ActiveState") == "failed" or (
         str(unit.get("SubState", "")).startswith(("auto-restart", "failed-before")) and unit.get("Result") != "success")
-    if failing and (before is None or parse_timestamp(unit.get("StateChangeTimestamp")) != (before.get("changed") or None)):
+    if failing and (before is None or not same_moment(parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0,
+                                                      before.get("changed", 0.0))):
         return any(e.get("MESSAGE_ID") == UNIT_FAILED for e in entries)
     return True
 
@@ -226,15 +227,15 @@ class JournalReading:
 
 def read_failures(units: list[dict], records: dict, previous_look: "float | None", deadline, run=None,
                   settle: float = 0.2, readable=journal_readable) -> JournalReading:
-    """The journal's failures of the units that moved since their records, in one journalctl
-    (and once more, `settle` s later, for units whose entries journald had not stored yet).
+    """The journal's failures of `units` (those that moved since their records: history.moved),
+    in one journalctl (and once more, `settle` s later, for units whose entries journald had
+    not stored yet).
     Within half of what is left of the tick's deadline: a journal slower than that costs the
     exactness of this tick (the failures are inferred), not the tick."""
-    from .history import moved
     from .model import Deadline
 
     reading = JournalReading()
-    names = [str(u["Unit"]) for u in units if moved(u, records.get(str(u["Unit"])))]
+    names = [str(u["Unit"]) for u in units]
     if not names:
         return reading
     reading.source = "inferred"

@@ -71,6 +71,12 @@ def parse_timestamp(value) -> "float | None":
     return stamp + second
 
 
+def same_moment(now: float, before: float) -> bool:
+    """Whether two readings of one timestamp agree: exactly, or to the second when one of them
+    is systemctl's (whole seconds) and the other the bus's (microseconds)."""
+    return now == before or ((now.is_integer() or before.is_integer()) and int(now) == int(before))
+
+
 TIMESPAN_UNITS = {
     "y": 31557600.0, "month": 2629800.0, "w": 604800.0, "d": 86400.0, "h": 3600.0,
     "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "μs": 1e-6,
