@@ -53,12 +53,16 @@ def padding(start: float, host: str, units: int) -> Iterator[str]:
         yield line({"__name__": "systemd_unit_last_exit_status", **labels}, 0)
 
 
-def build(start: float, hosts: int, pad_units: int = 0) -> Iterator[str]:
-    """JSON lines for `hosts` hosts, host by host: each known host's lines built once and renamed."""
+def build(start: float, hosts: int, pad_units: int = 0, originals: bool = False) -> Iterator[str]:
+    """JSON lines for `hosts` hosts, host by host: each known host's lines built once and renamed
+    (and the known hosts themselves, unpadded, with `originals`)."""
     known: dict[str, list[str]] = {k: [] for k in KINDS}
     for line in history.build(start).splitlines():
         host = json.loads(line)["metric"]["host"]
         known[host].append(line)
+    if originals:
+        for lines in known.values():
+            yield from lines
     for index in range(hosts):
         original, renamed = kind(index), name(index)
         for line in known[original]:
@@ -67,7 +71,8 @@ def build(start: float, hosts: int, pad_units: int = 0) -> Iterator[str]:
             yield from padding(start, renamed, pad_units)
 
 
-def load(url: str, start: float, hosts: int, pad_units: int = 0, batch_bytes: int = 8 << 20) -> None:
+def load(url: str, start: float, hosts: int, pad_units: int = 0, originals: bool = False,
+         batch_bytes: int = 8 << 20) -> None:
     """Import the fleet into the VictoriaMetrics at `url` and flush it, so queries see it all."""
     batch: list[str] = []
     size = 0
@@ -77,7 +82,7 @@ def load(url: str, start: float, hosts: int, pad_units: int = 0, batch_bytes: in
         urllib.request.urlopen(request, timeout=600).read()
         batch.clear()
 
-    for line in build(start, hosts, pad_units):
+    for line in build(start, hosts, pad_units, originals):
         batch.append(line)
         size += len(line)
         if size >= batch_bytes:
