@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Benchmark: the read side at 10 / 100 / 1,000 hosts: daily summary (this tree and a git
+revision, interleaved), every alert rule's expression, and every dashboard panel with host = All.
+
+    sudo .venv/bin/python bench/fleet.py [--before b84385d] [--sizes 10,100,1000] [--repeat 3]
+
+Per size, a fresh VictoriaMetrics (the lab's binary, 127.0.0.1:31410, its own data directory
+under /tmp) gets the synthetic fleet of tests/summary/fleet.py: 24 h at the heartbeat's 30 s, one
+host in twenty with failures, a crash loop, a restart burst, a mass restart, a reboot, a stale
+timer, a missing unit and a heartbeat gap, one in a hundred silent all day, every host padded to
+at least 15 units, and the stale threshold vmalert records for each timer. Measured, median of
+REPEAT: the summary's wall time and peak memory (ru_maxrss of the process, pinned to one core)
+and whether both versions report the same findings; the sum of the instant queries of every rule
+(rendered as tests/alerts does); the sum of every panel's query as Grafana sends it, from the
+server's side (`executionTimeMsec`) and wall, and any refusal. Prints a Markdown table with the
+ratio of each figure to the 10-host run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lab"))
+sys.path.insert(0, str(ROOT / "tests/summary"))
+sys.path.insert(0, str(ROOT / "tests/dashboard"))
+sys.path.insert(0, str(ROOT / "tests"))
+import fleet  # noqa: E402
+import history  # noqa: E402
+import lab  # noqa: E402
+from test_fleet_queries import UNITS, panel_queries  # noqa: E402
+from systemd_dashboard import systemd_monitoring_dashboard  # noqa: E402
+
+PORT, PAD = 31410, 12
+
+
+def thresholds(start: float, hosts: int) -> str:
+    """The recording rule systemd_timer_stale_threshold_seconds, as vmalert writes it for each timer."""
+    stamps = ",".join(str(int((start + k * history.STEP) * 1000)) for k in range(history.DAY // history.STEP))
+    values = ",".join(["600"] * (history.DAY // history.STEP))
+    return "\n".join(f'{{"metric":{{"__name__":"systemd_timer_stale_threshold_seconds","host":"{fleet.name(i)}",'
+                     f'"unit":"job.timer"}},"values":[{values}],"timestamps":[{stamps}]}}'
+                     for i in range(hosts) if fleet.kind(i) != "gamma")
+
+
+def start_victoria(directory: Path) -> tuple[subprocess.Popen, str]:
+    url = f"http://127.0.0.1:{PORT}"
+    process = subprocess.Popen([lab.tool("victoria-metrics"), f"-storageDataPath={directory}",
+                                f"-httpListenAddr=127.0.0.1:{PORT}", "-search.latencyOffset=0s"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).read()
+            return process, url
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("VictoriaMetrics did not start")
+
+
+def summary(script: Path, url: str, start: float, end: float) -> tuple[float, float, dict]:
+    """Wall seconds, peak MB and the hosts of one run of a version of the summary, on one core."""
+    began = time.perf_counter()
+    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(script), "--url", url, "--json",
+                                "--since", str(start), "--until", str(end), "--timeout", "600"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = process.stdout.read()
+    _, _, usage = os.wait4(process.pid, 0)  # the child's own peak, before Popen reaps it
+    wall = time.perf_counter() - began
+    return wall, usage.ru_maxrss / 1024, json.loads(out)["hosts"]
+
+
+def query(url: str, path: str, params: dict) -> tuple[float, float, int]:
+    """(wall s, server s, HTTP status) of one query."""
+    request = urllib.request.Request(f"{url}{path}", data=urllib.parse.urlencode(params).encode())
+    began = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            body = json.load(answer)
+            return time.perf_counter() - began, float(body.get("stats", {}).get("executionTimeMsec", 0)) / 1000, 200
+    except urllib.error.HTTPError as error:
+        return time.perf_counter() - began, 0.0, error.code
+
+
+def rule_exprs() -> list[str]:
+    directory = Path(tempfile.mkdtemp(prefix="wt22-rules-"))
+    subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), str(ROOT / "tests/alerts/render.yml"),
+                    "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}"],
+                   cwd=ROOT, check=True, capture_output=True)
+    rules = yaml.safe_load((directory / "rules.yml").read_text())
+    shutil.rmtree(directory)
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default="b84385d")
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wt22-fleet-"))
+    before = work / "before.py"
+    before.write_text(subprocess.run(["git", "show", f"{args.before}:summary/systemd_daily_summary.py"], cwd=ROOT,
+                                     check=True, capture_output=True, text=True).stdout)
+    after = ROOT / "summary/systemd_daily_summary.py"
+    exprs = rule_exprs()
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        process, url = start_victoria(work / f"data-{size}")
+        try:
+            end = (time.time() // 3600 - 1) * 3600
+            start = end - history.DAY
+            began = time.perf_counter()
+            fleet.load(url, start, size, PAD)
+            urllib.request.urlopen(urllib.request.Request(f"{url}/api/v1/import", data=thresholds(start, size).encode(),
+                                                          method="POST")).read()
+            urllib.request.urlopen(f"{url}/internal/force_flush").read()
+            time.sleep(2)
+            loaded = time.perf_counter() - began
+            runs = {"before": [], "after": []}
+            for _ in range(args.repeat):
+                for name, script in (("before", before), ("after", after)):
+                    runs[name].append(summary(script, url, start, end))
+            same = all(r[2] == runs["before"][0][2] for r in runs["before"] + runs["after"])
+            rule_times = [sum(query(url, "/api/v1/query", {"query": e, "time": f"{end:.0f}"})[0] for e in exprs)
+                          for _ in range(args.repeat)]
+            panels = panel_queries(systemd_monitoring_dashboard(UNITS), start, end)
+            dash = []
+            for _ in range(args.repeat):
+                answers = [query(url, path, params) for _, path, params in panels]
+                dash.append((sum(a[0] for a in answers), sum(a[1] for a in answers),
+                             sum(a[2] != 200 for a in answers)))
+            rows.append({"hosts": size, "loaded_s": loaded,
+                         **{f"summary_{n}_s": statistics.median(r[0] for r in v) for n, v in runs.items()},
+                         **{f"summary_{n}_mb": statistics.median(r[1] for r in v) for n, v in runs.items()},
+                         "same_findings": same, "rules_s": statistics.median(rule_times), "rules": len(exprs),
+                         "dashboard_wall_s": statistics.median(d[0] for d in dash),
+                         "dashboard_server_s": statistics.median(d[1] for d in dash),
+                         "dashboard_refused": max(d[2] for d in dash), "panel_queries": len(panels)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            process.terminate()
+            process.wait(30)
+            shutil.rmtree(work / f"data-{size}", ignore_errors=True)
+    base = rows[0]
+    print("| hosts | summary before, s | summary after, s (x 10-host) | before, MB | after, MB (x 10-host) | "
+          "same findings | all rules, s (x) | dashboard All, VictoriaMetrics s (x) | wall s | refused |")
+    print("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+    for row in rows:
+        def ratio(key):
+            return f"{row[key]:.2f} (x{row[key] / base[key]:.1f})"
+        print(f"| {row['hosts']} | {row['summary_before_s']:.2f} | {ratio('summary_after_s')} | "
+              f"{row['summary_before_mb']:.0f} | {row['summary_after_mb']:.0f} (x{row['summary_after_mb'] / base['summary_after_mb']:.1f}) | "
+              f"{'yes' if row['same_findings'] else 'NO'} | {ratio('rules_s')} | {ratio('dashboard_server_s')} | "
+              f"{row['dashboard_wall_s']:.2f} | {row['dashboard_refused']} of {row['panel_queries']} |")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
