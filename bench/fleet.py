@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -72,13 +71,12 @@ def start_victoria(directory: Path) -> tuple[subprocess.Popen, str]:
 def summary(script: Path, url: str, start: float, end: float) -> tuple[float, float, dict]:
     """Wall seconds, peak MB and the hosts of one run of a version of the summary, on one core."""
     began = time.perf_counter()
-    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(script), "--url", url, "--json",
-                                "--since", str(start), "--until", str(end), "--timeout", "600"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = process.stdout.read()
-    _, _, usage = os.wait4(process.pid, 0)  # the child's own peak, before Popen reaps it
-    wall = time.perf_counter() - began
-    return wall, usage.ru_maxrss / 1024, json.loads(out)["hosts"]
+    with tempfile.NamedTemporaryFile("r") as peak:  # GNU time's %M: the process's own peak, in KB
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, "taskset", "-c", "0", sys.executable,
+                               str(script), "--url", url, "--json", "--since", str(start), "--until", str(end),
+                               "--timeout", "600"], capture_output=True, text=True)
+        wall = time.perf_counter() - began
+        return wall, int(peak.read().split()[-1]) / 1024, json.loads(done.stdout)["hosts"]
 
 
 def query(url: str, path: str, params: dict) -> tuple[float, float, int]:
