@@ -34,15 +34,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "tests/summary"))
-sys.path.insert(0, str(ROOT / "tests/dashboard"))
 sys.path.insert(0, str(ROOT / "tests"))
 import fleet  # noqa: E402
 import history  # noqa: E402
 import lab  # noqa: E402
-from test_fleet_queries import UNITS, panel_queries  # noqa: E402
+from helpers_dashboard import panel_requests  # noqa: E402
 from systemd_dashboard import systemd_monitoring_dashboard  # noqa: E402
 
 PORT, PAD = 31410, 12
+UNITS = ["backup", "web.service", "job.timer", "typo.service", "pad-*.service"]  # as tests/dashboard/test_fleet_queries.py
 
 
 def thresholds(start: float, hosts: int) -> str:
@@ -133,7 +133,7 @@ def main() -> int:
             same = all(r[2] == runs["before"][0][2] for r in runs["before"] + runs["after"])
             rule_times = [sum(query(url, "/api/v1/query", {"query": e, "time": f"{end:.0f}"})[0] for e in exprs)
                           for _ in range(args.repeat)]
-            panels = panel_queries(systemd_monitoring_dashboard(UNITS), start, end)
+            panels = panel_requests(systemd_monitoring_dashboard(UNITS), ".*", start, end)
             dash = []
             for _ in range(args.repeat):
                 answers = [query(url, path, params) for _, path, params in panels]

@@ -9,15 +9,14 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 import lab
 from helpers import ROOT
+from helpers_dashboard import panel_requests
 
 sys.path.insert(0, str(ROOT / "tests/summary"))
-sys.path.insert(0, str(ROOT / "plugins/filter"))
 import fleet  # noqa: E402
 import history  # noqa: E402
 from systemd_dashboard import TOP, systemd_monitoring_dashboard  # noqa: E402
@@ -27,22 +26,6 @@ HOSTS = 1000
 UNITS = ["backup", "web.service", "job.timer", "typo.service", "pad-*.service"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab's VictoriaMetrics needs root")
-
-
-def panel_queries(dashboard: dict, start: float, end: float) -> list[tuple[str, str, dict]]:
-    """(panel title, path, parameters) of every query, with Grafana's variables as it fills them."""
-    step = max(30, int((end - start) / 500))
-    queries = []
-    for spec in dashboard["panels"]:
-        for target in spec.get("targets", []):
-            expr = (target["expr"].replace("$host", ".*").replace("$__range", f"{int(end - start)}s")
-                    .replace("${__from:date:seconds}", f"{start:.0f}"))
-            if target["instant"]:
-                queries.append((spec["title"], "/api/v1/query", {"query": expr, "time": f"{end:.0f}"}))
-            else:
-                queries.append((spec["title"], "/api/v1/query_range", {
-                    "query": expr, "start": f"{start:.0f}", "end": f"{end:.0f}", "step": f"{step}s"}))
-    return queries
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +44,7 @@ def test_every_panel_query_at_fleet_size_is_answered_within_its_bound(victoria):
     dashboard = systemd_monitoring_dashboard(UNITS)
     assert next(v for v in dashboard["templating"]["list"] if v["name"] == "host")["allValue"] == ".*"
     answered = 0
-    for title, path, params in panel_queries(dashboard, start, end):
+    for title, path, params in panel_requests(dashboard, ".*", start, end):
         request = urllib.request.Request(f"{url}{path}", data=urllib.parse.urlencode(params).encode())
         with urllib.request.urlopen(request, timeout=60) as answer:  # a refusal (HTTP 422) raises
             result = json.load(answer)["data"]["result"]
