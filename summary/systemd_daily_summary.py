@@ -500,7 +500,9 @@ def as_json(hosts: dict, start: float, end: float, requests_made: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("VICTORIA_METRICS_URL", DEFAULT_URL),
-                        help="VictoriaMetrics base URL (env VICTORIA_METRICS_URL; default %(default)s)")
+                        help="VictoriaMetrics base URL; on a cluster vmselect's "
+                        "http://vmselect:8481/select/<accountID>/prometheus (env VICTORIA_METRICS_URL; "
+                        "default %(default)s)")
     parser.add_argument("--since", default="24h", help="start: 'now', a duration ago (24h, 90m, 2d), "
                         "Unix seconds or ISO 8601 (default %(default)s)")
     parser.add_argument("--until", default="now", help="end, same forms (default %(default)s)")
