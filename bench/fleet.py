@@ -41,7 +41,8 @@ import lab  # noqa: E402
 from helpers_dashboard import panel_requests  # noqa: E402
 from systemd_dashboard import systemd_monitoring_dashboard  # noqa: E402
 
-PORT, PAD = 31410, 12
+PORT, PAD = 31410, 12  # VictoriaMetrics for the history; +1 and +2: VictoriaMetrics and vmalert now
+UNITS_PER_HOST, EVALUATION = 15, "5s"
 UNITS = ["backup", "web.service", "job.timer", "typo.service", "pad-*.service"]  # as tests/dashboard/test_fleet_queries.py
 
 
@@ -54,10 +55,10 @@ def thresholds(start: float, hosts: int) -> str:
                      for i in range(hosts) if fleet.kind(i) != "gamma")
 
 
-def start_victoria(directory: Path) -> tuple[subprocess.Popen, str]:
-    url = f"http://127.0.0.1:{PORT}"
+def start_victoria(directory: Path, port: int = PORT) -> tuple[subprocess.Popen, str]:
+    url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([lab.tool("victoria-metrics"), f"-storageDataPath={directory}",
-                                f"-httpListenAddr=127.0.0.1:{PORT}", "-search.latencyOffset=0s"],
+                                f"-httpListenAddr=127.0.0.1:{port}", "-search.latencyOffset=0s"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -91,14 +92,119 @@ def query(url: str, path: str, params: dict) -> tuple[float, float, int]:
         return time.perf_counter() - began, 0.0, error.code
 
 
-def rule_exprs() -> list[str]:
-    directory = Path(tempfile.mkdtemp(prefix="wt22-rules-"))
+def render_rules(path: Path) -> list[str]:
+    """The rules as tests/alerts renders them, evaluated every EVALUATION (written to `path`);
+    returns every rule's expression."""
     subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), str(ROOT / "tests/alerts/render.yml"),
-                    "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}"],
+                    "-e", f"rules_path={path}", "-e", f"vmalert={lab.tool('vmalert')}",
+                    "-e", f"systemd_monitoring_alerts_evaluation_interval={EVALUATION}"],
                    cwd=ROOT, check=True, capture_output=True)
-    rules = yaml.safe_load((directory / "rules.yml").read_text())
-    shutil.rmtree(directory)
+    rules = yaml.safe_load(path.read_text())
     return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def firing_now(now: float, hosts: int) -> str:
+    """JSON lines for `hosts` hosts of UNITS_PER_HOST units, from 10 minutes before `now` to 10
+    after at the heartbeat's 30 s (an instant query at any moment of the run sees a fresh push).
+    Every 20th unit of the fleet fires, in turn: a failed allowlisted service, a failed service
+    off the allowlist, a crash loop (one restart a tick), a stale timer; each failure with its
+    last failure's reason and time. The rest are healthy services."""
+    ticks = [now + k * history.STEP for k in range(-20, 21)]
+    stamps = ",".join(str(int(t * 1000)) for t in ticks)
+
+    def line(name: str, labels: dict, values) -> str:
+        values = [values] * len(ticks) if isinstance(values, (int, float)) else values
+        return (f'{{"metric":{json.dumps({"__name__": name, **labels})},"values":[{",".join(map(str, values))}],'
+                f'"timestamps":[{stamps}]}}')
+
+    lines = []
+    for i in range(hosts):
+        host = f"host-{i:04d}"
+        lines += [line("systemd_heartbeat_up", {"host": host}, 1),
+                  line("systemd_boot_timestamp_seconds", {"host": host}, now - 5 * history.DAY)]
+        for j in range(UNITS_PER_HOST):
+            k = i * UNITS_PER_HOST + j
+            kind = ("failed", "stray", "loop", "stale")[k // 20 % 4] if k % 20 == 0 else "ok"
+            unit = f"{kind}-{j:02d}." + ("timer" if kind == "stale" else "service")
+            labels = {"host": host, "unit": unit}
+            failed = kind in ("failed", "stray")
+            lines += [line("systemd_unit_info", {**labels, "load_state": "loaded",
+                                                 "active_state": "failed" if failed else "active",
+                                                 "sub_state": "failed" if failed else "running",
+                                                 "unit_type": unit.rsplit(".", 1)[1],
+                                                 "allowlisted": "false" if kind == "stray" else "true"}, 1),
+                      line("systemd_unit_state_change_timestamp_seconds", labels, now - 3600),
+                      line("systemd_unit_active_enter_timestamp_seconds", labels, now - 2 * history.DAY),
+                      line("systemd_unit_restart_count_total", labels,
+                           list(range(len(ticks))) if kind == "loop" else 0)]
+            if kind in ("failed", "stray", "loop"):
+                lines += [line("systemd_unit_last_failure_info", {**labels, "result": "exit-code", "exit_code": "exited",
+                                                                  "exit_status": "1", "gave_up": "false"}, 1),
+                          line("systemd_unit_last_failure_timestamp_seconds", labels, now - 3600)]
+            if kind == "stale":
+                lines += [line("systemd_unit_seconds_since_active", labels, 36000),
+                          line("systemd_timer_interval_seconds", labels, 600)]
+    return "\n".join(lines)
+
+
+def metrics(url: str) -> dict[str, float]:
+    """A Prometheus text page, summed by metric name (labels dropped)."""
+    sums: dict[str, float] = {}
+    for row in urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode().splitlines():
+        if row and not row.startswith("#"):
+            name, value = row.rsplit(" ", 1)
+            key = name if name.startswith("vm_http_requests_total") else name.split("{")[0]
+            sums[key] = sums.get(key, 0.0) + float(value)
+    return sums
+
+
+def vmalert_evaluations(rules: Path, hosts: int, directory: Path, evaluations: int) -> dict:
+    """Inside vmalert, over `evaluations` evaluations of the rule group after the first: its own
+    evaluation time (vmalert_iteration_duration_seconds), the alerts firing, and the queries it
+    sent, counted by VictoriaMetrics (vm_http_requests_total of /api/v1/query: vmalert 1.112
+    counts connections to its datasource, not requests), rules and annotation templates alike."""
+    process, url = start_victoria(directory, PORT + 1)
+    vmalert = None
+    try:
+        now = time.time()
+        urllib.request.urlopen(urllib.request.Request(f"{url}/api/v1/import", data=firing_now(now, hosts).encode(),
+                                                      method="POST"), timeout=600).read()
+        urllib.request.urlopen(f"{url}/internal/force_flush").read()
+        time.sleep(2)
+        own = f"http://127.0.0.1:{PORT + 2}"
+        vmalert = subprocess.Popen([lab.tool("vmalert"), f"-rule={rules}", f"-datasource.url={url}",
+                                    f"-remoteWrite.url={url}", "-notifier.blackhole",
+                                    f"-httpListenAddr=127.0.0.1:{PORT + 2}",
+                                    "-rule.evalDelay=0s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        queries = 'vm_http_requests_total{path="/api/v1/query"}'
+
+        def after_evaluation(done: float) -> tuple[dict, dict]:
+            """Both pages read as soon as vmalert has finished more than `done` evaluations (the
+            next starts an interval later, so no query is in flight)."""
+            while vmalert.poll() is None:
+                try:
+                    mine = metrics(own)
+                    if mine.get("vmalert_iteration_total", 0) > done and "vmalert_iteration_duration_seconds_sum" in mine:
+                        return mine, metrics(url)
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            raise SystemExit("vmalert exited")
+
+        first, first_vm = after_evaluation(0)  # after the first evaluation: the alerts exist
+        mine, theirs = after_evaluation(first["vmalert_iteration_total"] + evaluations - 1)
+        runs = mine["vmalert_iteration_total"] - first["vmalert_iteration_total"]
+        return {"evaluations": runs, "firing": mine["vmalert_alerts_firing"],
+                "eval_s": (mine["vmalert_iteration_duration_seconds_sum"]
+                           - first["vmalert_iteration_duration_seconds_sum"]) / runs,
+                "queries": (theirs[queries] - first_vm[queries]) / runs}
+    finally:
+        if vmalert:
+            vmalert.terminate()
+            vmalert.wait(30)
+        process.terminate()
+        process.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> int:
@@ -106,13 +212,26 @@ def main() -> int:
     parser.add_argument("--before", default="b84385d")
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only-vmalert", action="store_true", help="measure vmalert alone (its own table)")
+    parser.add_argument("--evaluations", type=int, default=6, help="vmalert evaluations measured per size")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="wt22-fleet-"))
+    work = Path(tempfile.mkdtemp(prefix="wt22b-fleet-"))
+    exprs = render_rules(work / "rules.yml")
+    inside = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        inside[size] = vmalert_evaluations(work / "rules.yml", size, work / f"now-{size}", args.evaluations)
+        print(json.dumps({"hosts": size, **inside[size]}), file=sys.stderr, flush=True)
+    print("| hosts | units firing | vmalert evaluation, s | queries per evaluation |")
+    print("|---:|---:|---:|---:|")
+    for size, row in inside.items():
+        print(f"| {size} | {row['firing']:.0f} | {row['eval_s']:.3f} | {row['queries']:.0f} |")
+    if args.only_vmalert:
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     before = work / "before.py"
     before.write_text(subprocess.run(["git", "show", f"{args.before}:summary/systemd_daily_summary.py"], cwd=ROOT,
                                      check=True, capture_output=True, text=True).stdout)
     after = ROOT / "summary/systemd_daily_summary.py"
-    exprs = rule_exprs()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         process, url = start_victoria(work / f"data-{size}")
