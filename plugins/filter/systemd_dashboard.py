@@ -5,7 +5,8 @@
 
 The dashboard is a dict, serialised by the caller: no JSON is ever assembled as text, and
 Grafana's own templates ("{{host}}" in legends) are plain strings in the data, so Jinja never
-sees them as templates. Plain Python with no Ansible import, so tests import it directly.
+sees them as templates. Plain Python with no Ansible import; tests and scripts import it by its
+collection name (the clone is linked into .venv/collections by scripts/bootstrap).
 
 Layout: an overview row (failed units on every host, the failures in the time range, stale
 timers, the heartbeat's health per host, alerts firing), then one row per load-bearing unit
@@ -18,15 +19,8 @@ its .service), so a row asks for exactly the unit the heartbeat reports.
 """
 from __future__ import annotations
 
-try:
-    from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
-        normalise_unit_pattern, unit_matcher)
-except ImportError:  # plain Python (tests, scripts/dashboard-picture.py): the package of this checkout
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-    from systemd_heartbeat.units import normalise_unit_pattern, unit_matcher  # noqa: E402
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
+    normalise_unit_pattern, unit_matcher)
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
