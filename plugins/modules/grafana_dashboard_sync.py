@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: grafana_dashboard_sync
 short_description: Import a dashboard into Grafana through its HTTP API, idempotently
-version_added: "0.1.0"
+version_added: "0.2.0"
 description:
   - Reads the dashboard with the same uid from Grafana (C(GET /api/dashboards/uid/<uid>)) and compares it
     with the one given, ignoring the fields Grafana manages (C(id), C(version)). Only when they differ, or
