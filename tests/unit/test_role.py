@@ -73,3 +73,13 @@ def test_readme_variable_tables_match_argument_specs():
     done = subprocess.run([sys.executable, str(ROOT / "scripts/variables-table.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_readmes_name_roles_by_fqcn_so_they_work_after_an_install(role):
+    import re
+
+    text = (role / "README.md").read_text()
+    named = re.findall(r"- role: (\S+)", text)
+    assert named and all(name.startswith("coilysiren.systemd_monitoring.") for name in named), named
+    assert "-r roles" not in text and "kai-server" not in text

@@ -1,0 +1,61 @@
+"""The ansible-core versions the collection claims (pyproject.toml [tool.systemd-monitoring]),
+each with a virtual environment to run it from: the project's own .venv for the first, one under
+.venv/ansible-core/ per other version, made once from a Python of its version (~/.pyenv/versions)."""
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import ROOT
+
+# ansible-test bootstraps pip in each of its venvs with a script it downloads from a host these
+# machines cannot reach; it looks in this cache first, under the pip version it pins.
+GET_PIP_CACHE = Path.home() / ".ansible/test/cache"
+
+
+@dataclass(frozen=True)
+class Core:
+    pin: str      # ansible-core==X.Y.Z
+    python: str   # the controller Python's X.Y
+    bin: Path     # the venv's bin directory
+
+    @property
+    def version(self) -> str:
+        return ".".join(self.pin.split("==")[1].split(".")[:2])
+
+
+def claimed() -> list[Core]:
+    entries = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["systemd-monitoring"]["ansible-core"]
+    own = Path(sys.executable).parent
+    return [Core(e["pin"], e["python"], own if i == 0 else ROOT / ".venv/ansible-core" / e["pin"] / "bin")
+            for i, e in enumerate(entries)]
+
+
+def interpreter(version: str) -> str:
+    """A Python of this X.Y: on the PATH, else the newest under ~/.pyenv/versions."""
+    found = shutil.which(f"python{version}") or (sorted(glob.glob(str(Path.home() / f".pyenv/versions/{version}.*/bin/python3")))
+                                                 or [None])[-1]
+    if not found:
+        raise RuntimeError(f"pyproject.toml [tool.systemd-monitoring]: no Python {version} on the PATH or in ~/.pyenv/versions")
+    return found
+
+
+def ensure(core: Core) -> Core:
+    """Create the core's venv once (a stamp names the pin), and give its ansible-test the pip stand-in."""
+    stamp = core.bin.parent / ".installed"
+    if core.bin != Path(sys.executable).parent and not stamp.exists():
+        shutil.rmtree(core.bin.parent, ignore_errors=True)
+        subprocess.run([interpreter(core.python), "-m", "venv", str(core.bin.parent)], check=True)
+        subprocess.run([str(core.bin / "pip"), "install", "-q", "--disable-pip-version-check", core.pin], check=True)
+        stamp.touch()
+    requirements = next(core.bin.parent.glob("lib/python*/site-packages/ansible_test/_internal/python_requirements.py"))
+    for pip in set(re.findall(r"pip='([\d.]+)'", requirements.read_text())):
+        GET_PIP_CACHE.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "scripts/ansible-test-get-pip.py", GET_PIP_CACHE / f"get_pip_{pip.replace('.', '_')}.py")
+    return core
