@@ -38,10 +38,11 @@ def claimed() -> list[Core]:
 
 
 def interpreter(version: str) -> str:
-    """A Python of this X.Y: on the PATH, else the newest under ~/.pyenv/versions."""
-    found = shutil.which(f"python{version}") or (sorted(glob.glob(str(Path.home() / f".pyenv/versions/{version}.*/bin/python3")))
-                                                 or [None])[-1]
-    if not found:
+    """A Python of this X.Y: the newest under ~/.pyenv/versions, else one on the PATH (not a pyenv
+    shim, which answers only for the version pyenv has selected)."""
+    pyenv = sorted(glob.glob(str(Path.home() / f".pyenv/versions/{version}.*/bin/python3")))
+    found = pyenv[-1] if pyenv else shutil.which(f"python{version}")
+    if not found or "/shims/" in found:
         raise RuntimeError(f"pyproject.toml [tool.systemd-monitoring]: no Python {version} on the PATH or in ~/.pyenv/versions")
     return found
 
