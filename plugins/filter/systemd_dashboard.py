@@ -29,7 +29,10 @@ STATE_COLOURS = {
     "inactive": "text", "failed": "red", "maintenance": "orange", "refreshing": "blue",
 }
 LOAD_COLOURS = {"loaded": "green", "not-found": "red", "masked": "orange", "bad-setting": "red", "error": "red"}
-WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 24, 1, 5
+# one name per line: ansible-doc reads this file's assignments and warns on a tuple target
+WIDTH = 24
+ROW_HEIGHT = 1
+PANEL_HEIGHT = 5
 
 
 def selector(unit: str) -> str:
