@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """systemd-daily-summary: what went wrong with systemd units in the last day, per host.
 
@@ -122,7 +121,7 @@ class Victoria:
         try:
             answer = self.session.post(f"{self.url}{path}", data=params, timeout=self.timeout)
         except requests.RequestException as error:
-            reason = type(error).__name__ if not str(error) else str(error).split(":")[-1].strip(" )'\"")
+            reason = type(error).__name__ if not str(error) else str(error).rsplit(":", maxsplit=1)[-1].strip(" )'\"")
             raise QueryError(f"cannot query VictoriaMetrics at {self.url}: {reason}") from None
         if answer.status_code != 200:
             first = (answer.text.strip().splitlines() or [""])[0][:200]
@@ -440,7 +439,7 @@ def as_json(hosts: dict, start: float, end: float, requests_made: int) -> str:
 # ------------------------------------------------------------------ command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--url", default=os.environ.get("VICTORIA_METRICS_URL", DEFAULT_URL),
                         help="VictoriaMetrics base URL (env VICTORIA_METRICS_URL; default %(default)s)")
     parser.add_argument("--since", default="24h", help="start: 'now', a duration ago (24h, 90m, 2d), "
