@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """systemd-daily-summary: what went wrong with systemd units in the last day, per host.
 
@@ -127,7 +126,7 @@ class Victoria:
         try:
             answer = self.session.post(f"{self.url}{path}", data=params, timeout=self.timeout, stream=stream)
         except requests.RequestException as error:
-            reason = type(error).__name__ if not str(error) else str(error).split(":")[-1].strip(" )'\"")
+            reason = type(error).__name__ if not str(error) else str(error).rsplit(":", maxsplit=1)[-1].strip(" )'\"")
             raise QueryError(f"cannot query VictoriaMetrics at {self.url}: {reason}") from None
         if answer.status_code != 200:
             first = (answer.text.strip().splitlines() or [""])[0][:200]
@@ -498,7 +497,7 @@ def as_json(hosts: dict, start: float, end: float, requests_made: int) -> str:
 # ------------------------------------------------------------------ command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--url", default=os.environ.get("VICTORIA_METRICS_URL", DEFAULT_URL),
                         help="VictoriaMetrics base URL; on a cluster vmselect's "
                         "http://vmselect:8481/select/<accountID>/prometheus (env VICTORIA_METRICS_URL; "

@@ -1,13 +1,10 @@
 """The dashboard generator (a role filter plugin, plain Python) and what tests need around it."""
 from __future__ import annotations
 
-import sys
 import time
 
-from helpers import ROOT
-
-sys.path.insert(0, str(ROOT / "plugins/filter"))
-import systemd_dashboard  # noqa: E402,F401
+# by its collection name: tests/conftest.py puts the clone's .venv/collections on the path
+from ansible_collections.coilysiren.systemd_monitoring.plugins.filter import systemd_dashboard  # noqa: F401
 
 
 RANGE_SECONDS = {"1h": 3600, "24h": 86400}

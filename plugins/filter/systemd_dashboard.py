@@ -5,7 +5,8 @@
 
 The dashboard is a dict, serialised by the caller: no JSON is ever assembled as text, and
 Grafana's own templates ("{{host}}" in legends) are plain strings in the data, so Jinja never
-sees them as templates. Plain Python with no Ansible import, so tests import it directly.
+sees them as templates. Plain Python with no Ansible import; tests and scripts import it by its
+collection name (the clone is linked into .venv/collections by scripts/bootstrap).
 
 Layout: an overview row (units by state, the hosts that need attention now, failed units, the
 failures in the time range, stale timers, the heartbeat's health, alerts firing), then one row
@@ -21,15 +22,8 @@ its .service), so a row asks for exactly the unit the heartbeat reports.
 """
 from __future__ import annotations
 
-try:
-    from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
-        normalise_unit_pattern, unit_matcher)
-except ImportError:  # plain Python (tests, scripts/dashboard-picture.py): the package of this checkout
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-    from systemd_heartbeat.units import normalise_unit_pattern, unit_matcher  # noqa: E402
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
+    normalise_unit_pattern, unit_matcher)
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -37,10 +31,15 @@ STATE_COLOURS = {
     "active": "green", "reloading": "blue", "activating": "yellow", "deactivating": "yellow",
     "inactive": "text", "failed": "red", "maintenance": "orange", "refreshing": "blue",
 }
-WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 24, 1, 5
+# one name per line: ansible-doc reads this file's assignments and warns on a tuple target
+WIDTH = 24
+ROW_HEIGHT = 1
+PANEL_HEIGHT = 5
 # Bounds that keep every panel's cost flat as the fleet grows: a list shows at most TOP series
 # (the worst first), a graph at most MAX_POINTS points a series, never finer than the heartbeat.
-TOP, MAX_POINTS, MIN_STEP = 10, 500, "30s"
+TOP = 10
+MAX_POINTS = 500
+MIN_STEP = "30s"
 
 
 def selector(unit: str) -> str:
