@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fleet  # noqa: E402
 import history  # noqa: E402
 import lab  # noqa: E402
-from helpers_dashboard import panel_requests  # noqa: E402
-from systemd_dashboard import systemd_monitoring_dashboard  # noqa: E402
+from helpers_dashboard import panel_requests, systemd_dashboard  # noqa: E402
+
+systemd_monitoring_dashboard = systemd_dashboard.systemd_monitoring_dashboard
 
 PORT, PAD = 31410, 12  # VictoriaMetrics for the history; +1 and +2: VictoriaMetrics and vmalert now
 UNITS_PER_HOST, EVALUATION = 15, "5s"

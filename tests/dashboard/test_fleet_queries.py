@@ -19,7 +19,9 @@ from helpers_dashboard import panel_requests
 sys.path.insert(0, str(ROOT / "tests/summary"))
 import fleet  # noqa: E402
 import history  # noqa: E402
-from systemd_dashboard import TOP, systemd_monitoring_dashboard  # noqa: E402
+from helpers_dashboard import systemd_dashboard  # noqa: E402
+
+TOP, systemd_monitoring_dashboard = systemd_dashboard.TOP, systemd_dashboard.systemd_monitoring_dashboard
 
 PORT = lab.VM_PORT + 8
 HOSTS = 1000
