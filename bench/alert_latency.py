@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark and end-to-end check: from an event on a real host to the alert in Alertmanager.
 
     sudo .venv/bin/python bench/alert_latency.py      # on the demo lab (scripts/demo first)
@@ -135,8 +134,9 @@ def run_scenario(unit_host: str, heartbeat_host: str, interval: float = 30.0) ->
     # the last push is the last completed run of the now stopped heartbeat service
     last_push = float(sh(heartbeat_host, "date -d \"$(systemctl show -p ExecMainExitTimestamp --value "
                                          "systemd-heartbeat.service)\" +%s"))
-    fourth_restart = lab.wait_until("the 4th restart", lambda: int(systemd_show(unit_host, CRASHLOOP, "NRestarts") or 0) >= 4
-                                and time.time(), 60, step=0.1)
+    fourth_restart = lab.wait_until(
+        "the 4th restart", lambda: int(systemd_show(unit_host, CRASHLOOP, "NRestarts") or 0) >= 4 and time.time(),
+        60, step=0.1)
     thresholds = {"restart loop": fourth_restart, "stale timer": last_trigger + 2 * timer_interval,
                   "heartbeat missing": last_push + 3 * interval}
     fired: dict[str, float] = {}
@@ -275,8 +275,9 @@ def run_auto_pull_scenario(host: str) -> dict[str, dict]:
     results: dict[str, dict] = {}
     # the repository goes away: each poll fails, systemd retries 3 s later, then gives up
     sh(host, "mv /srv/infrastructure.git /srv/infrastructure.git.away")
-    fourth = lab.wait_until("the 4th retry", lambda: int(systemd_show(host, AUTO_PULL, "NRestarts") or 0) >= 4
-                        and time.time(), 120, step=0.1)
+    fourth = lab.wait_until("the 4th retry",
+                            lambda: int(systemd_show(host, AUTO_PULL, "NRestarts") or 0) >= 4 and time.time(),
+                            120, step=0.1)
     # watched together: the timer starts the given-up unit again 20 s later and it loops anew,
     # so waiting for one alert and then for the unit to be failed could see its second give-up
     # (a CI run did: the loop alert came after the timer's next start)
@@ -309,12 +310,12 @@ def run_auto_pull_scenario(host: str) -> dict[str, dict]:
     results["auto-pull failed"] = {"latency": failed_at - gave_up, "resolved_after_fix": failed_resolved - fixed,
                                    "gave_up_at": gave_up, "fired_at": failed_at}
     # the timer stops (disabled by hand, or its job hangs): stale after 2 x 20 s
-    lab.wait_until("the timer to fire after the fix", lambda: unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") > fixed,
-               60)
+    lab.wait_until("the timer to fire after the fix",
+                   lambda: unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") > fixed, 60)
     sh(host, f"systemctl stop {AUTO_PULL_TIMER}")
     threshold = unix_time(host, AUTO_PULL_TIMER, "LastTriggerUSec") + 2 * 20
-    stale = lab.wait_until("the stale alert", lambda: firing("SystemdTimerStale", host, AUTO_PULL_TIMER)
-                       and time.time(), 180)
+    stale = lab.wait_until("the stale alert",
+                           lambda: firing("SystemdTimerStale", host, AUTO_PULL_TIMER) and time.time(), 180)
     sh(host, f"systemctl start {AUTO_PULL_TIMER}")
     restarted = time.time()
     stale_resolved = lab.wait_until("the stale alert to resolve", lambda: not firing(
@@ -341,8 +342,9 @@ MASS_RESTART_UNITS = ("eco-server.service", "factorio-server.service", "icarus-s
 def run_mass_restart_scenario(host: str, window: float) -> dict[str, dict]:
     """Three allowlisted services restarted at once: SystemdMassRestart (event=units) fires,
     its description names them, and it resolves once the window has passed."""
-    lab.wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
-               and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
+    lab.wait_until("earlier mass restarts to resolve",
+                   lambda: not firing("SystemdMassRestart", host, None, event="units")
+                   and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
     sh(host, "systemctl restart " + " ".join(MASS_RESTART_UNITS))
     threshold = max(unix_time(host, unit, "ActiveEnterTimestamp") for unit in MASS_RESTART_UNITS)
     alert = lab.wait_until("the mass-restart alert", lambda: firing("SystemdMassRestart", host, None, event="units"), 120)
@@ -360,8 +362,9 @@ def boot_time(host: str) -> float:
 def run_reboot_scenario(host: str, window: float) -> dict[str, dict]:
     """The host reboots: SystemdMassRestart (event=reboot) fires, the units restarting with it
     never fire the units event, and it resolves once the window has passed since the boot."""
-    lab.wait_until("earlier mass restarts to resolve", lambda: not firing("SystemdMassRestart", host, None, event="units")
-               and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
+    lab.wait_until("earlier mass restarts to resolve",
+                   lambda: not firing("SystemdMassRestart", host, None, event="units")
+                   and not firing("SystemdMassRestart", host, None, event="reboot"), window + 120, step=2)
     lab.reboot(host)
     booted = boot_time(host)
     seen_units_event = []
@@ -374,7 +377,7 @@ def run_reboot_scenario(host: str, window: float) -> dict[str, dict]:
     lab.wait_until("the reboot alert", reboot_alert, 180)
     fired = time.time()
     resolved = lab.wait_until("the reboot alert to resolve", lambda: not reboot_alert() and time.time(),
-                          window + 120, step=1)
+                              window + 120, step=1)
     assert seen_units_event == [], "the units restarting with the reboot fired a second mass-restart event"
     return {"reboot": {"latency": fired - booted, "resolved_after_threshold": resolved - booted}}
 
@@ -382,7 +385,7 @@ def run_reboot_scenario(host: str, window: float) -> dict[str, dict]:
 def main() -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--unit-host", default="lab-host2")
     parser.add_argument("--heartbeat-host", default="lab-host1")
     parser.add_argument("--inventory", default=str(ROOT / "inventory/lab.yml"))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: one heartbeat tick, two versions of the code, interleaved in one run on one lab host.
 
     sudo .venv/bin/python bench/before_after.py [--before f40ecf3] [--after REV] [--sizes 12,200,1000] [--repeat 101]
@@ -99,7 +98,7 @@ def metrics(rows: list[list[float]]) -> dict[str, list[float]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--before", default="f40ecf3", help="git revision (default f40ecf3)")
     parser.add_argument("--after", default=None, help="git revision (default: the working tree)")
     parser.add_argument("--sizes", default="12,200,1000")

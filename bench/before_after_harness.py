@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Runs inside a lab host: ticks of two installed heartbeat versions, interleaved, the same units.
 
 argv: ALLOWLIST URL REPEAT LAUNCHER STATE_DIR [LAUNCHER STATE_DIR]...

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: what a heartbeat tick costs the host as the role deploys it, next to the peers.
 
     sudo .venv/bin/python bench/deployed.py [--part all|headline|sandbox] [--sizes 12,200,1000]
@@ -650,7 +649,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--part", choices=("all", "headline", "sandbox"), default="all")
     parser.add_argument("--sizes", default="12,200,1000")
     parser.add_argument("--ticks", type=int, default=8, help="the headline's collections per tool and cell (8)")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark against the peers, side by side, in one run on one lab host.
 
     sudo .venv/bin/python bench/peers.py [--sizes 12,200,1000] [--repeat 7]
@@ -45,7 +44,7 @@ def cell(result: dict, best: dict | None) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="12,200,1000")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Runs inside a lab host: one heartbeat tick vs one scrape of each peer exporter, same units.
 
 argv: LAUNCHER ALLOWLIST URL REPEAT SYSTEMD_EXPORTER NODE_EXPORTER REGEX LIB_DIR

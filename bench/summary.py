@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the daily summary's run time for 1 host and for 50 hosts x 20 units of history.
 
     sudo .venv/bin/python bench/summary.py [--repeat 5]
@@ -109,7 +108,7 @@ def run(url: str, start: float, end: float, repeat: int) -> tuple[list[float], i
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     print("| history | series | report wall ms, median (min-max) | queries | hosts reported |")

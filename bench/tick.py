@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the cost of one heartbeat tick on a lab host, next to its floor.
 
     sudo .venv/bin/python bench/tick.py [--sizes 10,50,200] [--repeat 7]
@@ -215,7 +214,7 @@ def machine() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="10,50,200")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Runs inside a lab host: times one heartbeat tick against its floor, the bare batched
 `systemctl show` of the same units. Prints one JSON object. Standard library only.
 

@@ -611,7 +611,7 @@ def status() -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="boot the lab hosts and VictoriaMetrics")
     up_parser.add_argument("--hosts", type=int, default=2, help="how many hosts (default 2)")

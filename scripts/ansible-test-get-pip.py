@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Stands in for get-pip.py, which `ansible-test` downloads from ci-files.testing.ansible.com
 (not reachable from these machines) to put pip into each of its virtual environments.
-scripts/collection-check copies this to ~/.ansible/test/cache/get_pip_<version>.py, where
+tests/collection/cores.py copies this to ~/.ansible/test/cache/get_pip_<version>.py, where
 ansible-test looks first. It installs pip from Python's own bundled wheel (ensurepip), then
 runs pip with ansible-test's arguments, minus the get-pip-only flags, against the registries
 this machine's pip settings name (which the sanity venvs do not inherit: the CA bundle)."""

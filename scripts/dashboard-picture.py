@@ -23,8 +23,8 @@ def load(argv: list[str]) -> dict:
         return json.loads(Path(argv[0]).read_text())
     import yaml
 
-    sys.path.insert(0, str(ROOT / "plugins/filter"))
-    import systemd_dashboard
+    sys.path.insert(0, str(ROOT / ".venv/collections"))  # scripts/bootstrap links the clone there
+    from ansible_collections.coilysiren.systemd_monitoring.plugins.filter import systemd_dashboard
 
     units = yaml.safe_load((ROOT / "inventory/group_vars/systemd_monitoring_hosts.yml").read_text())[
         "systemd_monitoring_units"]

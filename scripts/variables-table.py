@@ -27,12 +27,14 @@ def tables() -> str:
     out = []
     for role in sorted(p for p in (ROOT / "roles").iterdir() if (p / "meta/argument_specs.yml").exists()):
         options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+        # a templated default has no value of its type for argument_specs; the table shows the template
+        defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
         out += [f"Role `{role.name}`:", "", "| variable | type | default | what it does |", "|---|---|---|---|"]
         for name, spec in options.items():
             kind = spec["type"] + (f" of {spec['elements']}" if "elements" in spec else "")
             if "choices" in spec:
                 kind += " (" + ", ".join(map(str, spec["choices"])) + ")"
-            default = spec.get("default")
+            default = spec.get("default", defaults.get(name))
             shown = f"`{yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}`"
             out.append(f"| `{name}` | {kind} | {cell(shown)} | {cell(spec['description'])} |")
         out.append("")

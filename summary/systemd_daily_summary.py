@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """systemd-daily-summary: what went wrong with systemd units in the last day, per host.
 
@@ -17,7 +16,10 @@ Exit status: 0 nothing to report, 1 findings, 2 VictoriaMetrics could not be que
 64 a malformed or inverted window (EX_USAGE).
 
 The number of queries is fixed (at most nine), whatever the number of hosts and units: every
-query covers all of them and the grouping is done here.
+query covers all of them. VictoriaMetrics aggregates (MetricsQL rollups over the window); raw
+samples are exported only for the series whose exact timestamps a finding needs (failed units,
+the units that failed, the hosts whose pushes may have a gap), so the work here grows with the
+findings, not with the fleet.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import re
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Iterator
 
 import requests
 
@@ -46,6 +49,7 @@ HOST_MEMORY = "7d"  # a host that pushed in this long before the window is expec
 # Mass restarts, as the alert SystemdMassRestart defines them (roles/systemd_monitoring_alerts
 # defaults): at least this many load-bearing units within this many seconds on one host.
 MASS_RESTART_UNITS, MASS_RESTART_WINDOW = 3, 300
+HEALTHY_LISTED = 5  # more healthy hosts than this are counted in the report, not listed one by one
 EXIT_WORDS = {"exited": "exit status {}", "killed": "killed by signal {}", "dumped": "dumped core on signal {}"}
 
 
@@ -117,12 +121,12 @@ class Victoria:
         self.url, self.timeout, self.requests = url.rstrip("/"), timeout, 0
         self.session = requests.Session()
 
-    def _get(self, path: str, params: dict) -> requests.Response:
+    def _get(self, path: str, params: dict, stream: bool = False) -> requests.Response:
         self.requests += 1
         try:
-            answer = self.session.post(f"{self.url}{path}", data=params, timeout=self.timeout)
+            answer = self.session.post(f"{self.url}{path}", data=params, timeout=self.timeout, stream=stream)
         except requests.RequestException as error:
-            reason = type(error).__name__ if not str(error) else str(error).split(":")[-1].strip(" )'\"")
+            reason = type(error).__name__ if not str(error) else str(error).rsplit(":", maxsplit=1)[-1].strip(" )'\"")
             raise QueryError(f"cannot query VictoriaMetrics at {self.url}: {reason}") from None
         if answer.status_code != 200:
             first = (answer.text.strip().splitlines() or [""])[0][:200]
@@ -136,13 +140,19 @@ class Victoria:
         return self._json(self._get("/api/v1/query_range", {
             "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}))
 
-    def export(self, match: str, start: float, end: float) -> list[dict]:
-        """Raw samples, exactly as pushed (for gaps, where interpolation would hide them)."""
-        answer = self._get("/api/v1/export", {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+    def export(self, matches: list[str], start: float, end: float) -> Iterator[dict]:
+        """Raw samples, exactly as pushed (for gaps, where interpolation would hide them), of the
+        series any of `matches` selects, one series at a time (an export is read as it streams)."""
+        answer = self._get("/api/v1/export", {"match[]": matches, "start": f"{start:.3f}", "end": f"{end:.3f}"},
+                           stream=True)
         try:
-            return [json.loads(line) for line in answer.text.splitlines() if line.strip()]
+            for line in answer.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
         except ValueError:
             raise QueryError(f"VictoriaMetrics at {self.url} sent an export that is not JSON lines") from None
+        except requests.RequestException:
+            raise QueryError(f"VictoriaMetrics at {self.url} broke off an export") from None
 
     def _json(self, answer: requests.Response) -> list[dict]:
         try:
@@ -193,6 +203,26 @@ def reason_at(infos: list[tuple[float, dict]], moment: float) -> dict:
     return reason(later[0] if later else (infos[-1][1] if infos else None))
 
 
+def literal(text: str) -> str:
+    """`text` as a MetricsQL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def regex(names: set[str]) -> str:
+    """A MetricsQL string literal holding a regex that matches exactly `names`."""
+    return literal("|".join(sorted(re.escape(name) for name in names)))
+
+
+def per_series(rows: list[dict]) -> dict[tuple, dict[str, float]]:
+    """Rows tagged with an `of` label (label_set) -> {the series' other labels: {of: value}}."""
+    found: dict[tuple, dict[str, float]] = {}
+    for row in rows:
+        labels = dict(row["metric"])
+        of = labels.pop("of", "")
+        found.setdefault(tuple(sorted(labels.items())), {})[of] = float(row["value"][1])
+    return found
+
+
 def distinct_values(rows: list[dict], start: float, end: float) -> dict[tuple, list[float]]:
     """count_values_over_time("at", ...) rows -> {(host, unit or ""): sorted values in the window}."""
     found: dict[tuple, list[float]] = {}
@@ -238,6 +268,7 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
             mass_units: int = MASS_RESTART_UNITS, mass_window: float = MASS_RESTART_WINDOW) -> dict:
     """Nine queries for every host and unit; returns the findings per host."""
     length = f"{int(end - start)}s"
+    whole = f"{int(round((end - start) * 1000)) + 1}ms"  # [start, end] as an export reads it, both ends in
     hosts: dict[str, dict] = {}
 
     def host(name: str) -> dict:
@@ -246,38 +277,54 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
     # 1. which hosts are expected: those that pushed in the week before the window, or in it
     for row in victoria.query(f"count by (host) (count_over_time(systemd_heartbeat_up[{HOST_MEMORY}]))", start):
         host(row["metric"]["host"])
-    # 2. the heartbeat's own pushes, raw, for gaps
-    for series in victoria.export("systemd_heartbeat_up", start, end):
-        record = host(series["metric"]["host"])
-        stamps = [t / 1000 for t in series.get("timestamps", [])]
-        record["pushed"] = record["pushed"] or bool(stamps)
-        record["heartbeat_gaps"] = [{"from": iso(a), "to": iso(b), "duration": span(b - a), "seconds": round(b - a)}
-                                    for a, b in gaps(stamps, start, end, gap_after)] if stamps else []
+    # 2. the heartbeat's pushes, per series: the first and last in the window and the time they
+    #    cover without a silence longer than gap_after. Only a series that covers less than
+    #    last - first, or starts or ends further than gap_after from the window's edges, can have
+    #    a gap: its raw pushes are exported below, the others have none.
+    suspects: set[str] = set()
+    for labels, seen in per_series(victoria.query(
+            f'label_set(tfirst_over_time(systemd_heartbeat_up[{whole}]), "of", "first") or '
+            f'label_set(tlast_over_time(systemd_heartbeat_up[{whole}]), "of", "last") or '
+            f'label_set(duration_over_time(systemd_heartbeat_up[{whole}], {gap_after}), "of", "covered")',
+            end)).items():
+        name = dict(labels)["host"]
+        host(name)["pushed"] = True
+        first, last = seen.get("first", start), seen.get("last", end)
+        if first - start > gap_after or end - last > gap_after or last - first - seen.get("covered", 0) > 0.001:
+            suspects.add(name)
     # 3. failure episodes from the raw samples of failed units (the heartbeat ends a state's
     #    series with a staleness marker, so raw samples mark the episode exactly)
     failed: dict[tuple[str, str], list[float]] = {}
-    for series in victoria.export('systemd_unit_info{active_state="failed"}', start, end):
+    for series in victoria.export(['systemd_unit_info{active_state="failed"}'], start, end):
         key = (series["metric"]["host"], series["metric"]["unit"])
         failed.setdefault(key, []).extend(t / 1000 for t in series.get("timestamps", []))
     # 4. every failure the heartbeat recorded in the window (each distinct value of the last
     #    failure's time, even for a unit systemd restarted before a tick saw it failed)
     failures = distinct_values(victoria.query(
         f'count_values_over_time("at", systemd_unit_last_failure_timestamp_seconds[{length}])', end), start, end)
-    # 5. the exit statuses and failure reasons of just those units (one query, skipped when none)
+    # 5. one export, skipped when nothing needs it: the raw pushes of the hosts that may have a
+    #    gap, and the exit statuses and failure reasons of just the units (on just the hosts)
+    #    that failed
+    failing: dict[str, set[str]] = {}
+    for name, unit in [*failed, *failures]:
+        failing.setdefault(name, set()).add(unit)
+    matches = [f"systemd_heartbeat_up{{host=~{regex(suspects)}}}"] if suspects else []
+    matches += [f'{{__name__=~"systemd_unit_last_exit_status|systemd_unit_last_failure_info",'
+                f'host={literal(name)},unit=~{regex(units)}}}' for name, units in sorted(failing.items())]
     status: dict[tuple[str, str], list[tuple[float, float]]] = {}
     infos: dict[tuple[str, str], list[tuple[float, dict]]] = {}
-    if failed or failures:
-        # a regex in a MetricsQL string literal: re.escape's backslashes must themselves be escaped
-        units = "|".join(sorted({re.escape(unit).replace("\\", "\\\\") for _, unit in [*failed, *failures]}))
-        for series in victoria.export(f'{{__name__=~"systemd_unit_last_exit_status|systemd_unit_last_failure_info",'
-                                      f'unit=~"{units}"}}', start, end):
-            metric = series["metric"]
-            key = (metric["host"], metric["unit"])
-            stamps = [t / 1000 for t in series["timestamps"]]
-            if metric["__name__"] == "systemd_unit_last_exit_status":
-                status.setdefault(key, []).extend(zip(stamps, series["values"]))
-            else:
-                infos.setdefault(key, []).extend((t, metric) for t in stamps)
+    for series in victoria.export(matches, start, end) if matches else ():
+        metric = series["metric"]
+        stamps = [t / 1000 for t in series.get("timestamps", [])]
+        if metric["__name__"] == "systemd_heartbeat_up":
+            record = host(metric["host"])
+            record["pushed"] = record["pushed"] or bool(stamps)
+            record["heartbeat_gaps"] = [{"from": iso(a), "to": iso(b), "duration": span(b - a), "seconds": round(b - a)}
+                                        for a, b in gaps(stamps, start, end, gap_after)] if stamps else []
+        elif metric["__name__"] == "systemd_unit_last_exit_status":
+            status.setdefault((metric["host"], metric["unit"]), []).extend(zip(stamps, series["values"]))
+        else:
+            infos.setdefault((metric["host"], metric["unit"]), []).extend((t, metric) for t in stamps)
     for samples in infos.values():
         samples.sort(key=lambda sample: sample[0])
     episodes_of: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -306,10 +353,12 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
             {"unit": row["metric"]["unit"], "restarts": int(round(float(row["value"][1])))})
     # 7. stale timers: past the stale-timer alert's own threshold where vmalert recorded it
     #    (the inventory's overrides), else stale_factor x their own interval
+    #    (compared with each threshold first and the results joined: joining the thresholds
+    #    themselves with `or` costs VictoriaMetrics every timer at every step, seconds at 1,000 hosts)
+    since, recorded = 'systemd_unit_seconds_since_active{unit=~".+[.]timer"}', "systemd_timer_stale_threshold_seconds"
     for row in victoria.query_range(
-            f'max by (host, unit) (systemd_unit_seconds_since_active{{unit=~".+[.]timer"}} > on(host, unit) '
-            f'(systemd_timer_stale_threshold_seconds or on(host, unit) ({stale_factor} * systemd_timer_interval_seconds)))',
-            start, end):
+            f"max by (host, unit) (({since} > on(host, unit) {recorded}) or on(host, unit) ({since} > on(host, unit) "
+            f"({stale_factor} * systemd_timer_interval_seconds unless on(host, unit) {recorded})))", start, end):
         for first, last in episodes([float(t) for t, _ in row["values"]]):
             host(row["metric"]["host"])["stale_timers"].append({
                 "unit": row["metric"]["unit"], "since": iso(first), "until": iso(last),
@@ -325,9 +374,11 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
         if metric["load_state"] != "loaded":
             host(metric["host"])["missing"].append({"unit": metric["unit"], "load_state": metric["load_state"]})
     # 9. reboots and units (re)entering active: each distinct boot and start time in the window
+    #    (only series with a value in the window: a start before it is no event)
+    started = '{__name__=~"systemd_unit_active_enter_timestamp_seconds|systemd_boot_timestamp_seconds"}'
     starts = distinct_values(victoria.query(
-        f'count_values_over_time("at", {{__name__=~"systemd_unit_active_enter_timestamp_seconds|'
-        f'systemd_boot_timestamp_seconds"}}[{length}])', end), start, end)
+        f'count_values_over_time("at", {started}[{length}]) '
+        f'and on(host, unit) (max_over_time({started}[{length}]) >= {start:.3f})', end), start, end)
     for name in {h for h, _ in [*starts, *failures]}:
         boots = starts.get((name, ""), [])
         host(name)["reboots"] = [{"at": iso(boot)} for boot in boots]
@@ -385,10 +436,14 @@ def has_findings(hosts: dict) -> bool:
 # ------------------------------------------------------------------ output
 
 def markdown(hosts: dict, start: float, end: float) -> str:
+    """Every host with findings (or no data) in full; healthy hosts by name while they are few,
+    else counted in one line, so a fleet's report is as long as its trouble."""
     lines = [f"# systemd daily summary, {iso(start)} to {iso(end)}", ""]
     if not hosts:
         lines += ["No host has pushed a heartbeat in the window or the week before it.", ""]
-    for name in sorted(hosts):
+    healthy = {name for name, record in hosts.items() if record["verdict"] == "healthy"}
+    counted = healthy if len(healthy) > HEALTHY_LISTED else set()
+    for name in sorted(set(hosts) - counted):
         record = hosts[name]
         lines += [f"## {name}: {record['verdict']}", ""]
         if not record["pushed"]:
@@ -417,6 +472,8 @@ def markdown(hosts: dict, start: float, end: float) -> str:
             lines.append(f"- heartbeat gap: nothing pushed from {gap['from']} to {gap['to']} ({gap['duration']})")
         if lines[-1] != "":
             lines.append("")
+    if counted:
+        lines += [f"## {len(counted)} more hosts: healthy", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -440,9 +497,11 @@ def as_json(hosts: dict, start: float, end: float, requests_made: int) -> str:
 # ------------------------------------------------------------------ command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="systemd-daily-summary", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--url", default=os.environ.get("VICTORIA_METRICS_URL", DEFAULT_URL),
-                        help="VictoriaMetrics base URL (env VICTORIA_METRICS_URL; default %(default)s)")
+                        help="VictoriaMetrics base URL; on a cluster vmselect's "
+                        "http://vmselect:8481/select/<accountID>/prometheus (env VICTORIA_METRICS_URL; "
+                        "default %(default)s)")
     parser.add_argument("--since", default="24h", help="start: 'now', a duration ago (24h, 90m, 2d), "
                         "Unix seconds or ISO 8601 (default %(default)s)")
     parser.add_argument("--until", default="now", help="end, same forms (default %(default)s)")

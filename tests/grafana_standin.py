@@ -9,37 +9,24 @@ import uses, on loopback, for tests (no Grafana server can be installed here).
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import standin as base
 
 
-class GrafanaStandIn:
+class GrafanaStandIn(base.StandIn):
     def __init__(self, token: str):
         self.token = token
         self.dashboards: dict[str, dict] = {}  # uid -> {"dashboard", "folderUid", "messages"}
         self.posts = 0
         self.edit_after_read = False  # simulate someone saving in Grafana between our read and write
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
+        super().__init__()
 
     def _handler(self):
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(base.Handler):
             def answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(body).encode())
 
             def authorised(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {standin.token}":

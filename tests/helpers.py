@@ -1,7 +1,6 @@
 """Paths and loaders shared by the tests (conftest.py files cannot be imported by name twice)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -152,4 +151,3 @@ def time_limited(seconds: int):
             signal.signal(signal.SIGALRM, previous)
 
     return limit()
-

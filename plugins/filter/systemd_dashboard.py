@@ -5,11 +5,15 @@
 
 The dashboard is a dict, serialised by the caller: no JSON is ever assembled as text, and
 Grafana's own templates ("{{host}}" in legends) are plain strings in the data, so Jinja never
-sees them as templates. Plain Python with no Ansible import, so tests import it directly.
+sees them as templates. Plain Python with no Ansible import; tests and scripts import it by its
+collection name (the clone is linked into .venv/collections by scripts/bootstrap).
 
-Layout: an overview row (failed units on every host, the failures in the time range, stale
-timers, the heartbeat's health per host, alerts firing), then one row per load-bearing unit
-whose panels depend on its type (service, timer, anything else), each with its last failure.
+Layout: an overview row (units by state, the hosts that need attention now, failed units, the
+failures in the time range, stale timers, the heartbeat's health, alerts firing), then one row
+per load-bearing unit whose panels depend on its type (service, timer, anything else), each with
+its last failure. Built for a fleet: the host variable's All is `.*` (no query grows with the
+number of hosts), lists and graphs show at most TOP series (the worst), graphs at most
+MAX_POINTS points a series.
 Globs in the allowlist get a row that shows every matching unit. Mass restarts (the alert
 SystemdMassRestart) are annotations on every time series.
 
@@ -18,15 +22,8 @@ its .service), so a row asks for exactly the unit the heartbeat reports.
 """
 from __future__ import annotations
 
-try:
-    from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
-        normalise_unit_pattern, unit_matcher)
-except ImportError:  # plain Python (tests, scripts/dashboard-picture.py): the package of this checkout
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-    from systemd_heartbeat.units import normalise_unit_pattern, unit_matcher  # noqa: E402
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
+    normalise_unit_pattern, unit_matcher)
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -34,8 +31,15 @@ STATE_COLOURS = {
     "active": "green", "reloading": "blue", "activating": "yellow", "deactivating": "yellow",
     "inactive": "text", "failed": "red", "maintenance": "orange", "refreshing": "blue",
 }
-LOAD_COLOURS = {"loaded": "green", "not-found": "red", "masked": "orange", "bad-setting": "red", "error": "red"}
-WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 24, 1, 5
+# one name per line: ansible-doc reads this file's assignments and warns on a tuple target
+WIDTH = 24
+ROW_HEIGHT = 1
+PANEL_HEIGHT = 5
+# Bounds that keep every panel's cost flat as the fleet grows: a list shows at most TOP series
+# (the worst first), a graph at most MAX_POINTS points a series, never finer than the heartbeat.
+TOP = 10
+MAX_POINTS = 500
+MIN_STEP = "30s"
 
 
 def selector(unit: str) -> str:
@@ -45,7 +49,7 @@ def selector(unit: str) -> str:
 
 def target(expr: str, legend: str = "{{host}}", instant: bool = False, table: bool = False) -> dict:
     spec = {"refId": "A", "datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
-            "instant": instant, "range": not instant}
+            "instant": instant, "range": not instant, "interval": MIN_STEP}
     if table:
         spec["format"] = "table"
     return spec
@@ -53,18 +57,24 @@ def target(expr: str, legend: str = "{{host}}", instant: bool = False, table: bo
 
 def panel(kind: str, title: str, description: str, unit: str, targets: list[dict], **extra) -> dict:
     spec = {"type": kind, "title": title, "description": description, "datasource": DATASOURCE,
-            "targets": targets, "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}, "options": {}}
+            "targets": targets, "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}, "options": {},
+            "interval": MIN_STEP, "maxDataPoints": MAX_POINTS}
     for key, value in extra.items():
-        if key == "defaults":
+        if key == "colours":
+            spec["fieldConfig"]["overrides"] = value
+        elif key == "defaults":
             spec["fieldConfig"]["defaults"].update(value)
         else:
             spec[key] = value
     return spec
 
 
-def text_mappings(colours: dict[str, str]) -> list[dict]:
-    return [{"type": "value", "options": {state: {"text": state, "color": colour, "index": index}}}
-            for index, (state, colour) in enumerate(colours.items())]
+def state_colours() -> list[dict]:
+    """Each state's count in the state's colour (active green, failed red, ...): one field
+    override per state, matched by the series' name, which starts with the state."""
+    return [{"matcher": {"id": "byRegexp", "options": f"^{state}/.*"},
+             "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}]}
+            for state, colour in STATE_COLOURS.items()]
 
 
 def stat_options(field: str | None = None) -> dict:
@@ -76,21 +86,29 @@ def stat_options(field: str | None = None) -> dict:
     return options
 
 
+def top(expr: str) -> str:
+    """The TOP series of `expr` with the highest values (a graph: the highest at any time)."""
+    return f"topk_max({TOP}, {expr})"
+
+
 def state_panel(match: str) -> dict:
-    return panel("stat", "State", "ActiveState of the unit on each host (LoadState shows a missing unit).", "none",
-                 [target(f'systemd_unit_info{{host=~"$host", {match}}}', instant=True, table=True)],
-                 options=stat_options("active_state"), defaults={"mappings": text_mappings(STATE_COLOURS)})
+    return panel("stat", "State", "How many of the selected hosts have the unit in each ActiveState (LoadState "
+                 "shows a missing unit); the overview names the hosts.", "none",
+                 [target(f'count by (active_state, load_state) (systemd_unit_info{{host=~"$host", {match}}})',
+                         legend="{{active_state}}/{{load_state}}", instant=True)],
+                 options=stat_options(), defaults={"decimals": 0}, colours=state_colours())
 
 
 def last_failure_panel(match: str) -> dict:
     """How long ago the unit last failed, and why, per host (history.py; README "Metrics")."""
     return panel(
-        "table", "Last failure", "How long ago the unit last failed (exited unsuccessfully or entered failed), "
-        "with systemd's Result, the exit of that run and whether systemd then gave up restarting it. "
-        "Kept across restarts; empty if it never failed since the heartbeat watches it.", "s",
-        [target(f'(time() - systemd_unit_last_failure_timestamp_seconds{{host=~"$host", {match}}}) '
+        "table", "Last failure", f"How long ago the unit last failed (exited unsuccessfully or entered failed), "
+        "with systemd's Result, the exit of that run and whether systemd then gave up restarting it, on the "
+        f"{TOP} hosts where it failed most recently. Kept across restarts; empty if it never failed since the "
+        "heartbeat watches it.", "s",
+        [target(f'bottomk({TOP}, (time() - systemd_unit_last_failure_timestamp_seconds{{host=~"$host", {match}}}) '
                 f'* on(host, unit) group_left(result, exit_code, exit_status, gave_up) '
-                f'systemd_unit_last_failure_info{{host=~"$host", {match}}}', instant=True, table=True)])
+                f'systemd_unit_last_failure_info{{host=~"$host", {match}}})', instant=True, table=True)])
 
 
 def unit_row_panels(unit: str) -> list[dict]:
@@ -102,43 +120,43 @@ def unit_row_panels(unit: str) -> list[dict]:
         panels += [
             panel("stat", "Since last trigger", "Seconds since the timer last fired (since it was activated if it "
                   "never fired since boot).", "s",
-                  [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')],
+                  [target(top(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}'))],
                   options=stat_options(), defaults={"thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}]}}),
             panel("stat", "Interval", "The timer's own period, from its schedule.", "s",
-                  [target(f'systemd_timer_interval_seconds{{host=~"$host", {match}}}')], options=stat_options()),
+                  [target(top(f'systemd_timer_interval_seconds{{host=~"$host", {match}}}'))], options=stat_options()),
             panel("stat", "Stale after", "The stale-timer alert's own threshold for this timer (the recording "
                   "rule systemd_timer_stale_threshold_seconds: a factor of the interval, or the inventory's "
                   "override).", "s",
-                  [target(f'systemd_timer_stale_threshold_seconds{{host=~"$host", {match}}}')],
+                  [target(top(f'systemd_timer_stale_threshold_seconds{{host=~"$host", {match}}}'))],
                   options=stat_options()),
             panel("timeseries", "Since last trigger over time", "A saw-tooth is healthy; a ramp means the timer "
-                  "stopped firing.", "s",
-                  [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+                  f"stopped firing (the {TOP} hosts with the longest).", "s",
+                  [target(top(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}'))]),
             last_failure_panel(match),
         ]
     elif kind == "service":
         panels += [
             panel("stat", "Restarts", "Restarts systemd made (Restart=) within the dashboard's time range.", "none",
-                  [target(f'increase_prometheus(systemd_unit_restart_count_total{{host=~"$host", {match}}}'
-                          f'[$__range])', instant=True)], options=stat_options(),
+                  [target(f'topk({TOP}, increase_prometheus(systemd_unit_restart_count_total'
+                          f'{{host=~"$host", {match}}}[$__range]))', instant=True)], options=stat_options(),
                   defaults={"decimals": 0, "thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}, {"color": "orange", "value": 1},
                       {"color": "red", "value": 4}]}}),
             last_failure_panel(match),
             panel("stat", "Last exit status", "The most recent exit of the main process: the exit code, or the "
                   "signal number when killed (9 = SIGKILL). Kept while the next run is up.", "none",
-                  [target(f'systemd_unit_last_exit_status{{host=~"$host", {match}}}')], options=stat_options(),
+                  [target(top(f'systemd_unit_last_exit_status{{host=~"$host", {match}}}'))], options=stat_options(),
                   defaults={"decimals": 0, "thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}, {"color": "red", "value": 1}]}}),
             panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is. For a "
                   "oneshot job, since its last run.", "s",
-                  [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+                  [target(top(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}'))]),
         ]
     else:
         panels += [
             panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is.",
-                  "s", [target(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}')]),
+                  "s", [target(top(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}'))]),
             last_failure_panel(match),
         ]
     return panels
@@ -149,32 +167,53 @@ ALERTS_SHOWN = "SystemdUnitRestartLoop|SystemdTimerStale|SystemdUnitFailed|Syste
 
 def overview_panels() -> list[dict]:
     return [
-        panel("table", "Failed units", "Every failed unit on each host, allowlisted or not.", "none",
-              [target('systemd_unit_info{host=~"$host", active_state="failed"}', instant=True, table=True)]),
+        panel("stat", "Units by state", "How many units are in each ActiveState on the selected hosts: a few "
+              "numbers whatever the fleet's size.", "none",
+              [target('count by (active_state) (systemd_unit_info{host=~"$host"})', legend="{{active_state}}",
+                      instant=True)], options=stat_options(), defaults={"decimals": 0}),
+        panel("bargauge", "Hosts that need me now", f"The {TOP} hosts with the most failed units, stale timers "
+              "and missing units (allowlisted but not loaded) right now.", "none",
+              [target(f'topk({TOP}, sum by (host) ('
+                      'count by (host, unit) (systemd_unit_info{host=~"$host", active_state="failed"}) or '
+                      'count by (host, unit) (systemd_unit_info{host=~"$host", allowlisted="true", '
+                      'load_state!="loaded"}) or count by (host, unit) (systemd_unit_seconds_since_active'
+                      '{host=~"$host", unit=~".+[.]timer"} > on(host, unit) '
+                      'systemd_timer_stale_threshold_seconds{host=~"$host"})))', instant=True)],
+              options={"reduceOptions": {"calcs": ["lastNotNull"], "values": False, "fields": ""},
+                       "orientation": "horizontal", "displayMode": "basic"}, defaults={"decimals": 0}),
+        panel("table", "Failed units", f"Failed units, allowlisted or not (the first {TOP * 10}).", "none",
+              [target(f'limitk({TOP * 10}, systemd_unit_info{{host=~"$host", active_state="failed"}})',
+                      instant=True, table=True)]),
         panel("table", "Failures in the time range", "Units whose last failure falls in the dashboard's time "
               "range (the most recent one of each), when, and why: systemd's Result, the exit of that run and "
               "whether systemd then gave up restarting it.", "dateTimeAsIso",
-              [target('1000 * systemd_unit_last_failure_timestamp_seconds{host=~"$host"} '
+              [target(f'topk({TOP * 10}, 1000 * systemd_unit_last_failure_timestamp_seconds{{host=~"$host"}} '
                       '* on(host, unit) group_left(result, exit_code, exit_status, gave_up) '
-                      'systemd_unit_last_failure_info{host=~"$host"} > 1000 * ${__from:date:seconds}',
+                      'systemd_unit_last_failure_info{host=~"$host"} > 1000 * ${__from:date:seconds})',
                       instant=True, table=True)]),
         panel("table", "Stale timers", "Timers past the stale-timer alert's own threshold "
               "(systemd_timer_stale_threshold_seconds: a factor of the interval, or the inventory's override).", "s",
-              [target('systemd_unit_seconds_since_active{host=~"$host", unit=~".+[.]timer"} > on(host, unit) '
-                      'systemd_timer_stale_threshold_seconds{host=~"$host"}', instant=True, table=True)]),
-        panel("stat", "Heartbeat: since last push", "Seconds since each host last pushed; above 3 intervals the "
-              "heartbeat-missing alert fires.", "s",
-              [target('lag(systemd_heartbeat_up{host=~"$host"}[1d])', instant=True)], options=stat_options(),
+              [target(f'topk({TOP * 10}, systemd_unit_seconds_since_active{{host=~"$host", unit=~".+[.]timer"}} '
+                      '> on(host, unit) systemd_timer_stale_threshold_seconds{host=~"$host"})',
+                      instant=True, table=True)]),
+        panel("stat", "Heartbeat: since last push", f"Seconds since the {TOP} most silent hosts last pushed; above "
+              "3 intervals the heartbeat-missing alert fires.", "s",
+              [target(f'topk({TOP}, lag(systemd_heartbeat_up{{host=~"$host"}}[1d]))', instant=True)],
+              options=stat_options(),
               defaults={"thresholds": {"mode": "absolute", "steps": [
                   {"color": "green", "value": None}, {"color": "red", "value": 90}]}}),
         panel("table", "Alerts firing", "Failed-unit, restart-loop, stale-timer and mass-restart alerts firing "
               "now (vmalert's ALERTS series).", "none",
-              [target(f'ALERTS{{alertstate="firing", alertname=~"{ALERTS_SHOWN}", host=~"$host"}}',
-                      instant=True, table=True)]),
-        panel("timeseries", "Heartbeat: units reported", "How many units each host's heartbeat reports.", "none",
-              [target('systemd_heartbeat_units_reported{host=~"$host"}')]),
-        panel("timeseries", "Heartbeat: collection time", "How long each tick took to read systemd.", "s",
-              [target('systemd_heartbeat_collect_duration_seconds{host=~"$host"}')]),
+              [target(f'limitk({TOP * 10}, ALERTS{{alertstate="firing", alertname=~"{ALERTS_SHOWN}", '
+                      'host=~"$host"})', instant=True, table=True)]),
+        panel("timeseries", "Heartbeat: units reported", f"How many units the heartbeat reports, summed over the "
+              f"selected hosts, and the {TOP} hosts that report the most.", "none",
+              [target('sum(systemd_heartbeat_units_reported{host=~"$host"})', legend="all selected hosts"),
+               dict(target(top('systemd_heartbeat_units_reported{host=~"$host"}')), refId="B")]),
+        panel("timeseries", "Heartbeat: collection time", f"How long a tick took to read systemd: the median over "
+              f"the selected hosts and the {TOP} slowest.", "s",
+              [target('quantile(0.5, systemd_heartbeat_collect_duration_seconds{host=~"$host"})', legend="median"),
+               dict(target(top('systemd_heartbeat_collect_duration_seconds{host=~"$host"}')), refId="B")]),
     ]
 
 
@@ -223,7 +262,7 @@ def systemd_monitoring_dashboard(units: list[str], title: str = "systemd units",
             {"type": "query", "name": "host", "label": "Host", "datasource": DATASOURCE,
              "query": {"query": "label_values(systemd_heartbeat_up, host)", "refId": "host"},
              "definition": "label_values(systemd_heartbeat_up, host)", "refresh": 2, "multi": True,
-             "includeAll": True, "current": {"text": "All", "value": "$__all"}, "hide": 0, "options": [],
+             "includeAll": True, "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "hide": 0, "options": [],
              "regex": "", "sort": 1},
         ]},
         "panels": place(rows),

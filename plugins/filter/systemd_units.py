@@ -11,15 +11,8 @@ is its .service, a glob matches what fnmatch matches, escaped names are taken ve
 """
 from __future__ import annotations
 
-try:
-    from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
-        normalise_unit_pattern, unit_matcher, unit_pattern_problem)
-except ImportError:  # plain Python (tests): the package of this checkout
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-    from systemd_heartbeat.units import normalise_unit_pattern, unit_matcher, unit_pattern_problem  # noqa: E402
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.units import (
+    normalise_unit_pattern, unit_matcher, unit_pattern_problem)
 
 
 def unit_problem(entry: str) -> str:

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: grafana_dashboard_sync
 short_description: Import a dashboard into Grafana through its HTTP API, idempotently
-version_added: "0.1.0"
+version_added: "0.2.0"
 description:
   - Reads the dashboard with the same uid from Grafana (C(GET /api/dashboards/uid/<uid>)) and compares it
     with the one given, ignoring the fields Grafana manages (C(id), C(version)). Only when they differ, or
@@ -91,15 +91,27 @@ uid:
   type: str
   sample: systemd-units
 version:
-  description: The dashboard's version in Grafana after the run.
-  returned: success
+  description: The dashboard's version in Grafana after the run (C(null) when Grafana did not have it, in check mode).
+  returned: when I(state=present)
   type: int
   sample: 4
 url:
   description: Where Grafana serves the dashboard.
-  returned: when imported
+  returned: when I(state=present) and the dashboard was imported
   type: str
   sample: /d/systemd-units/systemd-units
+diff:
+  description: The dashboard JSON in Grafana before and after (C(before) is empty when Grafana did not have it,
+    C(after) is empty when I(state=absent)), without the fields Grafana manages.
+  returned: in diff mode (C(--diff))
+  type: dict
+  contains:
+    before:
+      description: The dashboard before, as indented JSON, or empty.
+      type: str
+    after:
+      description: The dashboard after, as indented JSON, or empty.
+      type: str
 """
 
 import json
@@ -142,10 +154,17 @@ def fail(module: AnsibleModule, what: str, status: int, payload: dict, info: dic
                      status=status)
 
 
+def finish(module: AnsibleModule, diff: dict, **result) -> None:
+    """Exit with the result; the before/after diff only when asked for (--diff), as Ansible's own modules do."""
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
 def remove(module: AnsibleModule, uid: str, status: int, current: dict, info: dict) -> None:
     """Delete the dashboard if Grafana has it (status is the answer to reading it)."""
     if status == 404:
-        module.exit_json(changed=False, uid=uid, diff={"before": "", "after": ""})
+        finish(module, {"before": "", "after": ""}, changed=False, uid=uid)
     if status != 200:
         fail(module, f"reading dashboard {uid}", status, current, info)
     diff = {"before": json.dumps(comparable(current.get("dashboard", {})), indent=2, sort_keys=True) + "\n",
@@ -154,7 +173,7 @@ def remove(module: AnsibleModule, uid: str, status: int, current: dict, info: di
         status, answer, info = request(module, "DELETE", f"/api/dashboards/uid/{uid}")
         if status != 200:
             fail(module, f"deleting dashboard {uid}", status, answer, info)
-    module.exit_json(changed=True, uid=uid, diff=diff)
+    finish(module, diff, changed=True, uid=uid)
 
 
 def main() -> None:
@@ -193,7 +212,7 @@ def main() -> None:
     diff = {"before": json.dumps(comparable(before), indent=2, sort_keys=True) + "\n" if before else "",
             "after": json.dumps(comparable(wanted), indent=2, sort_keys=True) + "\n"}
     if not changed or module.check_mode:
-        module.exit_json(changed=changed, uid=uid, version=version, diff=diff)
+        finish(module, diff, changed=changed, uid=uid, version=version)
     body = {"dashboard": dict(comparable(wanted), id=before.get("id") if before else None,
                               version=version if version is not None else 0),
             "folderUid": module.params["folder_uid"], "overwrite": module.params["overwrite"],
@@ -201,7 +220,7 @@ def main() -> None:
     status, answer, info = request(module, "POST", "/api/dashboards/db", body)
     if status != 200:
         fail(module, f"importing dashboard {uid}", status, answer, info)
-    module.exit_json(changed=True, uid=uid, version=answer.get("version"), url=answer.get("url"), diff=diff)
+    finish(module, diff, changed=True, uid=uid, version=answer.get("version"), url=answer.get("url"))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: systemd_heartbeat
 short_description: Collect systemd unit state and push one heartbeat to VictoriaMetrics
-version_added: "0.1.0"
+version_added: "0.2.0"
 description:
   - Reads the state of an allowlist of systemd units (exact names and globs) plus every failed
     unit on the target, exactly as the C(systemd-heartbeat) program does, and pushes one
@@ -90,7 +90,7 @@ attributes:
     description: Would return details on what changed; it changes nothing.
     support: none
 requirements:
-  - Python >= 3.10 on the target (the heartbeat's floor; kai-server runs Ubuntu 22.04).
+  - Python >= 3.10 on the target (the heartbeat's floor; Ubuntu 22.04 ships 3.10).
   - systemd on the target (its D-Bus system bus, else C(systemctl) on the PATH).
 notes:
   - Reads systemd over the D-Bus system bus socket (C($DBUS_SYSTEM_BUS_ADDRESS) or
@@ -106,7 +106,7 @@ EXAMPLES = r"""
     units:
       - k3s.service
       - "*-server.service"
-      - coily-audit-dashboard.timer
+      - backup.timer
     url: http://localhost:30428/opentelemetry/v1/metrics
   register: heartbeat
 
@@ -126,7 +126,7 @@ units:
     unit:
       description: The unit's name as allowlisted (or as systemd lists it, for glob matches and failed units).
       type: str
-      sample: factorio-server.service
+      sample: game-server.service
     load_state:
       description: systemd's C(LoadState) (C(loaded), C(not-found), C(masked), ...).
       type: str

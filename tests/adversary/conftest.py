@@ -117,4 +117,3 @@ def state(tmp_path) -> Path:
     d = tmp_path / "state"
     d.mkdir(mode=0o700)
     return d
-

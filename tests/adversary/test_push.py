@@ -149,7 +149,7 @@ def test_state_listing_present_series_in_other_forms_never_yields_stale_and_valu
         crafted.append((name, kind, tuple(labels)))
         crafted += [(name, other, tuple(labels)) for other in kinds if other != kind]
     ghost = ("systemd_unit_active", series[0][1], (("unit", "ghost.service"), ("sub_state", "running"),
-                                                 ("host", HOST)))
+                                                   ("host", HOST)))
     crafted.append(ghost)
     remembered["series"] = crafted
     write_state(state / "last-push.marshal", remembered)

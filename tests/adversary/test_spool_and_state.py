@@ -228,7 +228,7 @@ def test_symlinked_temporary_names_are_not_followed(run, bus, make_endpoint, sta
 def test_symlinked_state_file_is_not_read_nor_written(run, bus, make_endpoint, state, tmp_path):
     victim = tmp_path / "victim.marshal"
     write_state(victim, {"series": [("systemd_unit_active", "gauge", (("unit", "ghost.service"),
-                                                                     ("sub_state", "running"), ("host", HOST)))],
+                                                                      ("sub_state", "running"), ("host", HOST)))],
                          "intervals": {}, "calendar": {}, "spool_dropped": {}})
     (state / "last-push.marshal").symlink_to(victim)
     before = fingerprint(victim)

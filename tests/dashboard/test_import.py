@@ -104,3 +104,32 @@ def test_a_url_without_a_token_fails_in_preflight(tmp_path, grafana):
     assert rc != 0 and grafana.posts == 0
     assert ("systemd_monitoring_dashboard_grafana_url and systemd_monitoring_dashboard_grafana_token go together "
             "(url is set, token is empty)") in out
+
+
+def module_results(tmp_path: Path, grafana, *args: str) -> dict[str, dict]:
+    """The module's results, present then absent, as the playbook registered them."""
+    playbook = tmp_path / "module.yml"
+    sync = {"url": grafana.url, "token": TOKEN, "uid": "systemd-units"}
+    playbook.write_text(yaml.safe_dump([{
+        "name": "The module alone", "hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+            {"name": "Import", "register": "present", "coilysiren.systemd_monitoring.grafana_dashboard_sync": {
+                **sync, "dashboard": {"uid": "systemd-units", "title": "t", "panels": []}}},
+            {"name": "Delete", "register": "absent",
+             "coilysiren.systemd_monitoring.grafana_dashboard_sync": {**sync, "state": "absent"}},
+            {"name": "Write the results", "ansible.builtin.copy": {
+                "content": "{{ {'present': present, 'absent': absent} | to_json }}",
+                "dest": str(tmp_path / "results.json"), "mode": "0644"}}]}]))
+    done = subprocess.run([ANSIBLE_PLAYBOOK, str(playbook), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout[-2000:]
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_the_module_returns_its_diff_only_in_diff_mode_and_what_return_documents(tmp_path, grafana):
+    plain = module_results(tmp_path, grafana)
+    assert "diff" not in plain["present"] and "diff" not in plain["absent"]
+    assert {"uid", "version", "url"} <= set(plain["present"])
+    assert "uid" in plain["absent"] and "version" not in plain["absent"]  # RETURN: version only for present
+    shown = module_results(tmp_path, grafana, "--diff")
+    assert '"title": "t"' in shown["present"]["diff"]["after"] and shown["present"]["diff"]["before"] == ""
+    assert shown["absent"]["diff"]["after"] == "" and '"title": "t"' in shown["absent"]["diff"]["before"]

@@ -31,7 +31,9 @@ def schema() -> dict:
     target = CACHE / "dashboard.schema.json"
     if not target.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        run = lambda *argv: subprocess.run(argv, cwd=CACHE, check=True, capture_output=True, text=True, timeout=300)  # noqa: E731
+
+        def run(*argv):
+            return subprocess.run(argv, cwd=CACHE, check=True, capture_output=True, text=True, timeout=300)
         packed = run("npm", "pack", "--silent", GRAFANA_SCHEMA).stdout.strip().splitlines()[-1]
         with tarfile.open(CACHE / packed) as archive:
             archive.extractall(CACHE / "grafana-schema", filter="data")

@@ -421,7 +421,7 @@ class FakeBus(LoopbackServer):
                     "ActiveExitTimestamp": ("t", 0)}}
             if member == "GetAll":
                 props = table.get(body[0], {})
-                return [self._ret(call, "a{sv}", ({k: v for k, v in props.items()},))]
+                return [self._ret(call, "a{sv}", (dict(props.items()),))]
             prop = table.get(body[0], {}).get(body[1])
             if prop is None:
                 return [self._err(call, "org.freedesktop.DBus.Error.UnknownProperty",

@@ -15,4 +15,3 @@ def victoria():
 @pytest.fixture()
 def scenario_inventory(tmp_path):
     return write_inventory(tmp_path, {name: lab_host(name) for name in SCENARIO_HOSTS})
-

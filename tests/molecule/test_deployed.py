@@ -13,6 +13,7 @@ import lab as lab_module
 from scenario import FRESH_HOST, SCENARIO_HOSTS, ansible_playbook, lab_host, write_inventory
 from helpers import ROOT, inventory_allowlist
 
+
 def on_host(host: str, command: str) -> subprocess.CompletedProcess:
     return lab_module.ssh(host, command, check=False)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import lab
+from cluster_standin import ClusterStandIn
 from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 sys.path.insert(0, str(ROOT / "summary"))
@@ -104,6 +105,23 @@ def test_json_report(loaded):
     assert report["hosts"]["beta"]["restarted"] == []  # a flat non-zero counter is not a restart
     assert report["hosts"]["gamma"]["verdict"] == "no data: the heartbeat pushed nothing in the window"
     assert report["queries"] == 9
+
+
+def test_a_cluster_base_url_gets_the_same_report_through_vmselect_paths(loaded):
+    """On a VictoriaMetrics cluster the summary's --url is vmselect's per-tenant base URL; every
+    request goes below it (a stand-in for vmselect forwards them to the single-node server)."""
+    url, start, end = loaded
+    vmselect = ClusterStandIn(backend=url)
+    try:
+        window = ("--since", str(start), "--until", str(end), "--json")
+        direct = summary("--url", url, *window)
+        cluster = summary("--url", f"{vmselect.url}/select/42/prometheus/", *window)
+    finally:
+        vmselect.close()
+    assert cluster.returncode == direct.returncode == 1, cluster.stderr
+    assert cluster.stdout == direct.stdout
+    assert len(vmselect.paths) == json.loads(cluster.stdout)["queries"]
+    assert set(vmselect.paths) == {f"/select/42/prometheus/api/v1/{api}" for api in ("query", "query_range", "export")}
 
 
 def test_units_named_as_in_the_allowlist(loaded):

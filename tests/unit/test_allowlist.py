@@ -51,12 +51,7 @@ def test_root_slice_name_is_valid(heartbeat):
 
 def test_the_roles_filters_are_the_heartbeats_reading_of_a_name(heartbeat):
     """plugins/filter/systemd_units.py (the alert rules' overrides, preflight) is units.py."""
-    import sys
-
-    from helpers import ROOT
-
-    sys.path.insert(0, str(ROOT / "plugins/filter"))
-    import systemd_units
+    from ansible_collections.coilysiren.systemd_monitoring.plugins.filter import systemd_units
 
     filters = systemd_units.FilterModule().filters()
     for entry in ("k3s", "getty@tty1", "*-backup.timer", "foo\\x2dbar.timer", "a[!b]?.timer"):

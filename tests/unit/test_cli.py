@@ -82,6 +82,20 @@ def test_push_posts_protobuf(fake_systemctl, server):
     assert [b[0] for b in Recorder.bodies] == ["application/x-protobuf"]
 
 
+def test_push_to_a_cluster_goes_to_vminserts_tenant_path(fake_systemctl):
+    """On a VictoriaMetrics cluster the URL is vminsert's per-tenant OTLP path, used as given."""
+    from cluster_standin import ClusterStandIn
+
+    vminsert = ClusterStandIn()
+    try:
+        done = run_heartbeat(fake_systemctl, "--unit", "a.service",
+                             "--url", f"{vminsert.url}/insert/3/opentelemetry/v1/metrics")
+    finally:
+        vminsert.close()
+    assert done.returncode == 0, done.stderr
+    assert vminsert.paths == ["/insert/3/opentelemetry/v1/metrics"]
+
+
 def test_http_error_names_url_status_and_message(fake_systemctl, server):
     Recorder.status, Recorder.message = 400, b"cannot parse OpenTelemetry request: bad data\n"
     try:

@@ -58,8 +58,8 @@ def test_variables(dashboard):
 
 def test_state_panel_maps_states_to_colours(dashboard):
     state = next(p for p in dashboard["panels"] if p["title"] == "State")
-    mapped = {k: v["color"] for m in state["fieldConfig"]["defaults"]["mappings"] for k, v in m["options"].items()}
-    assert mapped["active"] == "green" and mapped["failed"] == "red" and mapped["inactive"] == "text"
+    mapped = {o["matcher"]["options"]: o["properties"][0]["value"]["fixedColor"] for o in state["fieldConfig"]["overrides"]}
+    assert mapped["^active/.*"] == "green" and mapped["^failed/.*"] == "red" and mapped["^inactive/.*"] == "text"
 
 
 def test_glob_and_escaped_names_become_valid_matchers(dashboard):
@@ -86,7 +86,8 @@ def test_the_role_writes_exactly_the_generated_data_and_grafana_templates_surviv
     assert written == dashboard
     text = json.dumps(written)
     legends = {t["legendFormat"] for p in written["panels"] if p["type"] != "row" for t in p["targets"]}
-    assert legends == {"{{host}}"}
+    assert legends == {"{{host}}", "{{active_state}}", "{{active_state}}/{{load_state}}", "all selected hosts",
+                       "median"}
     assert not re.search(r"\{\{ |\{%|\}\} |None|True|False|<[a-z]+ object", text.replace("false", "").replace("true", ""))
 
 

@@ -97,7 +97,7 @@ def test_a_oneshot_loop_that_never_becomes_active_is_placed_when_it_went_down():
 def test_restarts_that_need_not_be_failures_are_not_counted_as_failures():
     for policy in ("always", "on-success", "no"):
         records = ticks(service(restarts=1, restart=policy), service(restarts=3, restart=policy, changed=1040,
-                                                                    ActiveExitTimestamp=1039))
+                                                                     ActiveExitTimestamp=1039))
         assert "failed_at" not in records[1], policy
 
 

@@ -54,7 +54,7 @@ ANY_TIMER_SETTING = st.one_of(ANY_TEXT, st.tuples(ANY_TEXT, st.one_of(ANY_TEXT, 
 
 
 @given(st.lists(st.tuples(st.sampled_from(["Unit", "LoadState", "ActiveState", "SubState", "Type",
-                                            *hb.SHOW_PROPERTIES]), ANY_VALUE), max_size=30),
+                                           *hb.SHOW_PROPERTIES]), ANY_VALUE), max_size=30),
        st.sampled_from(["a.service", "b.timer", "c.socket", "d"]), st.lists(ANY_TIMER_SETTING, max_size=3))
 @settings(max_examples=300)
 def test_shaping_any_property_values_never_raises(pairs, name, settings_):

@@ -85,7 +85,7 @@ def test_varint_boundaries(heartbeat):
 
 def test_large_payload_decodes(heartbeat):
     samples = [("systemd_unit_active", "gauge", (("unit", f"u{i}.service"), ("sub_state", "running"),
-                                                  ("host", "h1")), float(i % 2)) for i in range(2000)]
+                                                 ("host", "h1")), float(i % 2)) for i in range(2000)]
     points = decode(heartbeat, samples).resource_metrics[0].scope_metrics[0].metrics[0].gauge.data_points
     assert len(points) == 2000 and points[1999].as_double == 1.0
     assert not math.isnan(points[0].as_double)

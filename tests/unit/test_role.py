@@ -19,7 +19,22 @@ def test_defaults_and_argument_specs_declare_the_same_variables(role):
     for name, spec in specs.items():
         assert name.startswith(role.name + "_")
         assert spec["description"] and spec["type"]
-        assert spec["default"] == defaults[name], name
+        if "{{" in str(defaults[name]) and spec["type"] not in ("str", "path"):  # a template, not of its type
+            assert "default" not in spec and "Defaults to" in " ".join(spec["description"]), name
+        else:
+            assert spec["default"] == defaults[name], name
+
+
+TYPES = {"str": str, "path": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict}
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_argument_spec_defaults_are_of_their_declared_types(role):
+    """A default a doc site cannot convert to its type is an error for antsibull-docs (and Galaxy)."""
+    specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    for name, spec in specs.items():
+        if "default" in spec:
+            assert isinstance(spec["default"], TYPES[spec["type"]]), name
 
 
 MANAGED_COMMENT = "# Managed by Ansible (coilysiren.systemd_monitoring): local changes are overwritten at the next run."
@@ -58,3 +73,13 @@ def test_readme_variable_tables_match_argument_specs():
     done = subprocess.run([sys.executable, str(ROOT / "scripts/variables-table.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_readmes_name_roles_by_fqcn_so_they_work_after_an_install(role):
+    import re
+
+    text = (role / "README.md").read_text()
+    named = re.findall(r"- role: (\S+)", text)
+    assert named and all(name.startswith("coilysiren.systemd_monitoring.") for name in named), named
+    assert "-r roles" not in text and "kai-server" not in text
