@@ -208,7 +208,7 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
         if source == "journal":  # a unit that did not move had no failure: nothing to infer
             unmoved = {str(unit["Unit"]) for unit in snapshot.units} - {str(unit["Unit"]) for unit in changed}
             recorded.update(dict.fromkeys(unmoved, ()))
-    if source != memory.get("history_source", "journal"):  # said once, when it changes (or starts inferred)
+    if source != memory.get("history_source", source):  # said once, when it changes (the gauge says it always)
         snapshot.warnings.append(HISTORY_SOURCES[source])
     snapshot.history_source = source
     records = observe_all(snapshot.units, memory, recorded)
