@@ -130,3 +130,117 @@ def test_the_earliest_cursor_is_by_sequence_number():
     a, b = "s=abc;i=10;b=1;m=1;t=1;x=1", "s=abc;i=f;b=1;m=1;t=1;x=1"
     assert hb.earliest_cursor([a, b]) == b
     assert hb.earliest_cursor([a, "s=def;i=1;b=1"]) is None  # not one sequence: go by time
+
+
+# ---------------------------------------------------------------- one tick's reading
+
+def journal_lines(entries: list[dict]) -> str:
+    return "".join(json.dumps(e) + "\n" for e in entries)
+
+
+class FakeJournalctl:
+    """journalctl as a `run` callable: the entries of a fixture from the cursor (or all), filtered
+    by the UNIT= matches; `stored` hides the entries journald has not stored yet."""
+
+    def __init__(self, entries: list[dict], stored: int | None = None):
+        self.entries, self.stored, self.calls = entries, stored, []
+
+    def __call__(self, argv, deadline):
+        self.calls.append(argv)
+        assert argv[:4] == ["journalctl", "--output=json", "--no-pager", "--quiet"] and "_PID=1" in argv
+        units = {a[5:] for a in argv if a.startswith("UNIT=")}
+        visible = self.entries[:self.stored] if self.stored is not None else self.entries
+        start = [a for a in argv if a.startswith("--cursor=")]
+        if start:
+            cursor = start[0].split("=", 1)[1]
+            visible = visible[next(i for i, e in enumerate(visible) if e["__CURSOR"] == cursor):]
+        self.stored = None  # stored by the next reading
+        return journal_lines([e for e in visible if e["UNIT"] in units])
+
+
+def shown_unit(fixture: dict) -> dict:
+    """The unit as a tick reads it afterwards (systemctl show's text, as the systemctl reader has it)."""
+    unit = dict(line.split("=", 1) for line in fixture["show"].splitlines() if "=" in line) \
+        if isinstance(fixture["show"], str) else dict(fixture["show"])
+    unit["Unit"] = fixture["journal"][0]["UNIT"]
+    return unit
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_reading_counts_what_the_journal_holds_and_keeps_the_cursor(version):
+    fixture = case(version, "start-limit-on-failure")
+    unit = shown_unit(fixture)
+    run = FakeJournalctl(fixture["journal"])
+    reading = hb.read_failures([unit], {}, None, hb.Deadline(5), run, readable=lambda: True)
+    assert reading.source == "journal" and reading.warnings == []
+    assert len(reading.recorded[unit["Unit"]]) == len([s for s in exits(fixture) if s])
+    assert reading.cursors[unit["Unit"]] == fixture["journal"][-1]["__CURSOR"]
+    assert any(a == "--boot" for a in run.calls[0])  # no cursor, no earlier look: this boot
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_next_reading_starts_at_the_units_cursor(version):
+    fixture = case(version, "on-failure-loop")
+    unit, journal = shown_unit(fixture), fixture["journal"]
+    cursor = journal[5]["__CURSOR"]
+    run = FakeJournalctl(journal)
+    record = {"cursor": cursor, "changed": 1.0, "restarts": 0}
+    reading = hb.read_failures([unit], {unit["Unit"]: record}, 100.0, hb.Deadline(5), run, readable=lambda: True)
+    assert f"--cursor={cursor}" in run.calls[0]
+    expected = hb.failures(journal[6:])
+    assert [f.at for f in reading.recorded[unit["Unit"]]] == [f.at for f in expected]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_entries_journald_has_not_stored_yet_are_read_again_once(version):
+    """The state shows the unit failed, the journal does not have its last entries yet: one more
+    reading a moment later (here it has them)."""
+    fixture = case(version, "restart-prevent")
+    unit = shown_unit(fixture)
+    assert unit["ActiveState"] == "failed"
+    failed_at = next(i for i, e in enumerate(fixture["journal"]) if e.get("MESSAGE_ID") == hb.UNIT_FAILED)
+    run = FakeJournalctl(fixture["journal"], stored=failed_at)
+    reading = hb.read_failures([unit], {}, None, hb.Deadline(5), run, settle=0.01, readable=lambda: True)
+    assert len(run.calls) == 2 and reading.source == "journal"
+    assert [(f.result, f.exit_status) for f in reading.recorded[unit["Unit"]]] == [("exit-code", 255)]
+
+
+def test_a_journal_that_cannot_be_read_leaves_the_failures_to_inference():
+    fixture = case("252", "on-failure-loop")
+    unit = shown_unit(fixture)
+    unreadable = hb.read_failures([unit], {}, None, hb.Deadline(5), FakeJournalctl([]), readable=lambda: False)
+    assert (unreadable.source, unreadable.recorded) == ("inferred", {})
+
+    def refusing(argv, deadline):
+        raise hb.HeartbeatError("journalctl exited 1: No journal files were opened due to insufficient permissions.")
+
+    refused = hb.read_failures([unit], {}, None, hb.Deadline(5), refusing, readable=lambda: True)
+    assert refused.source == "inferred" and refused.recorded == {} and "insufficient permissions" in refused.warnings[0]
+
+    def garbage(argv, deadline):
+        return "not json\n"
+
+    assert hb.read_failures([unit], {}, None, hb.Deadline(5), garbage, readable=lambda: True).source == "inferred"
+
+
+def test_a_slow_journal_costs_exactness_not_the_tick():
+    """journalctl gets half of what is left of the deadline; past it, the tick infers and goes on."""
+    fixture = case("252", "on-failure-loop")
+    unit = shown_unit(fixture)
+
+    def slow(argv, deadline):
+        import time
+
+        while not deadline.expired():
+            time.sleep(0.01)
+        raise hb.DeadlineExceeded("journalctl did not finish")
+
+    tick = hb.Deadline(1.0)
+    reading = hb.read_failures([unit], {}, None, tick, slow, readable=lambda: True)
+    assert reading.source == "inferred" and not tick.expired() and tick.remaining() > 0.3
+
+
+def test_nothing_moved_nothing_read():
+    called = []
+    reading = hb.read_failures([], {}, None, hb.Deadline(5), lambda argv, d: called.append(argv), readable=lambda: True)
+    assert reading.source is None and called == []
