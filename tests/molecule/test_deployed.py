@@ -46,6 +46,15 @@ def test_both_hosts_report_with_distinct_host_labels(victoria):
         assert [(m["sub_state"], v) for m, v in active] == [("running", 1.0)]
 
 
+def test_the_deployed_service_may_read_the_journal(victoria):
+    """As the role deploys it (SupplementaryGroups=systemd-journal, both sandboxes), the heartbeat
+    may read the system journal: its failures come from there, not from inference."""
+    for host in SCENARIO_HOSTS:
+        victoria.wait_for_push(host, tick_now(host))
+        sources = {m["source"] for m, _ in victoria.query(f'systemd_heartbeat_history_source{{host="{host}"}}')}
+        assert sources == {"journal"}, (host, sources)
+
+
 def test_module_push_arrives_and_reports_missing_units(tmp_path, victoria):
     """The module the deploy runs: its push lands in VictoriaMetrics; a missing unit warns."""
     inventory = write_inventory(tmp_path, {"lab-host3": lab_host("lab-host3")})
