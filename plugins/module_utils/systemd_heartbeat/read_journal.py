@@ -127,21 +127,23 @@ def last_failure(record: "dict | None") -> "Failure | None":
     return failure
 
 
-def by_unit(entries: list[dict], cursors: dict[str, "str | None"]) -> dict[str, list[dict]]:
-    """Each unit's entries after its own cursor (entries up to and including the entry its
-    cursor names are those an earlier tick read). A unit whose cursor's entry is not among
-    them (the reading started after it) gets them all."""
-    grouped: dict[str, list[dict]] = {name: [] for name in cursors}
+def by_unit(entries: list[dict], starts: dict) -> dict[str, list[dict]]:
+    """Each unit's entries from where its reading starts (`starts`: name -> its cursor, whose own
+    entry an earlier tick read; or a time, Unix seconds; or None, all). A unit whose cursor's
+    entry is not among them (the reading started after it) gets them all."""
+    grouped: dict[str, list[dict]] = {name: [] for name in starts}
     for entry in entries:
         name = entry.get("UNIT")
         if name in grouped:
             grouped[name].append(entry)
-    for name, cursor in cursors.items():
-        if cursor:
+    for name, start in starts.items():
+        if isinstance(start, str):
             for position, entry in enumerate(grouped[name]):
-                if entry.get("__CURSOR") == cursor:
+                if entry.get("__CURSOR") == start:
                     grouped[name] = grouped[name][position + 1:]
                     break
+        elif start is not None:
+            grouped[name] = [e for e in grouped[name] if (entry_time(e) or 0.0) >= start]
     return grouped
 
 
@@ -160,20 +162,32 @@ def earliest_cursor(cursors: list[str]) -> "str | None":
     return min(keyed)[2]
 
 
-def read_events(names: list[str], cursors: dict, since: "float | None", deadline, run) -> dict[str, list[dict]]:
-    """Each of `names`' entries since its cursor (`cursors`: name -> cursor or None; without
-    one, since `since`), in one journalctl. JournalUnreadable when the journal cannot be read."""
-    known = [cursors[name] for name in names if cursors.get(name)]
-    start = earliest_cursor(known) if known and len(known) == len(names) else None
+def read_events(starts: dict, deadline, run) -> dict[str, list[dict]]:
+    """Each unit's entries from where its reading starts (`starts`: name -> cursor, time or None
+    for this boot), in one journalctl: from the earliest cursor when every unit has one, else
+    from the earliest time, else this boot. JournalUnreadable when the journal cannot be read."""
+    cursors = [start for start in starts.values() if isinstance(start, str)]
+    times = [start for start in starts.values() if isinstance(start, float)]
+    cursor = earliest_cursor(cursors) if len(cursors) == len(starts) else None
+    since = min(times) if times and None not in starts.values() and cursor is None else None
+    if cursor is None and since is not None and cursors:
+        since = min([since] + [cursor_time(c) for c in cursors])
     try:
-        text = run(journal_command(names, start, since if start is None else None), deadline)
+        text = run(journal_command(list(starts), cursor, since), deadline)
     except HeartbeatError as error:
-        if type(error).__name__ == "DeadlineExceeded":
-            raise
         raise JournalUnreadable(str(error)) from None
     if len(text) > OUTPUT_MAX:
         raise JournalUnreadable(f"journalctl printed more than {OUTPUT_MAX >> 20} MiB")
-    return by_unit(parse_entries(text), {name: cursors.get(name) for name in names})
+    return by_unit(parse_entries(text), starts)
+
+
+def cursor_time(cursor: str) -> float:
+    """The time a cursor's entry was written (its t= field, µs in hex), or 0 (from the boot on)."""
+    fields = dict(part.partition("=")[::2] for part in cursor.split(";"))
+    try:
+        return int(fields.get("t", ""), 16) / 1e6 - 1.0
+    except ValueError:
+        return 0.0
 
 
 def journal_readable() -> bool:
@@ -245,16 +259,19 @@ def read_failures(units: list[dict], records: dict, previous_look: "float | None
         from .read_systemctl import run_command as run
     budget = Deadline(deadline.remaining("reading the journal") / 2)
     by_name = {str(u["Unit"]): u for u in units}
-    cursors = {name: records.get(name, {}).get("cursor") for name in names}
-    since = previous_look - 1.0 if previous_look else None
+    # where each unit's reading starts: after its cursor; a unit with a record but no cursor
+    # (inferred so far) from the last look, so nothing counted already is counted again; a unit
+    # seen for the first time, from the boot
+    starts = {name: records[name].get("cursor") or (previous_look - 1.0 if previous_look else 0.0)
+              if name in records else None for name in names}
     try:
-        entries = read_events(names, cursors, since, budget, run)
+        entries = read_events(starts, budget, run)
         waiting = [n for n in names if not explained(by_name[n], records.get(n), entries[n])]
         if waiting and budget.remaining("reading the journal") > settle:
             import time
 
             time.sleep(settle)
-            entries.update(read_events(waiting, cursors, since, budget, run))
+            entries.update(read_events({name: starts[name] for name in waiting}, budget, run))
     except HeartbeatError as error:  # unreadable, or its half of the deadline spent
         reading.warnings.append(f"cannot read the journal ({str(error)[:160]}): failures inferred this tick")
         return reading
