@@ -200,7 +200,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
-from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.history import EXIT_CODES, observe_all
+from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.history import EXIT_CODES, observe_history
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.model import Deadline, HeartbeatError
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.otlp import encode_request, gzip
 from ansible_collections.coilysiren.systemd_monitoring.plugins.module_utils.systemd_heartbeat.push import split_url
@@ -313,12 +313,14 @@ def run(module: AnsibleModule) -> None:
         bus, warnings = bus_socket("dbus")
         # read only: the heartbeat owns the directory (a file it cannot use is left as it is)
         memory = load_memory(params["state_dir"], params["timeout"], warnings)
-        snapshot = collect(patterns, Deadline(params["timeout"]), bus, remembered=memory["units"])
+        deadline = Deadline(params["timeout"])
+        snapshot = collect(patterns, deadline, bus, remembered=memory["units"])
+        # the failures as the heartbeat has them: from the journal where it can be read
+        records = observe_history(snapshot, memory, deadline)
     except HeartbeatError as error:
         module.fail_json(msg=one_line(str(error)))
     for warning in warnings + snapshot.warnings:
         module.warn(one_line(warning))
-    records = observe_all(snapshot.units, memory)
     samples = shape(snapshot, host, memory, records)
     reports = [unit_report(unit, snapshot, records[str(unit["Unit"])]) for unit in snapshot.units]
     missing = [r["unit"] for r in reports if r["allowlisted"] and r["load_state"] == "not-found"]

@@ -169,7 +169,7 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
     time ("wall") for the next (history.py). A run that `writes` its state directory holds
     the directory's lock from here until it exits, and sets aside a state file it cannot use;
     one that does not (--dry-run) only reads."""
-    from .history import observe_all
+    from .history import observe_history
     from .read import bus_socket, collect
     from .shape import calendar_expressions, shape
     from .state import begin_load, end_load, load_memory, lock_state
@@ -195,29 +195,11 @@ def tick(patterns: list[str], host: str, state_dir: "str | None", deadline, sour
         except HeartbeatError as error:  # only the period of a timer that never fired is missing
             snapshot.warnings.append(f"cannot read calendar periods: {error}")
     memory["calendar"] = calendar
-    recorded, source = None, "inferred"
-    if journal:
-        from .history import moved
-        from .read_journal import read_failures, remembered_source
-
-        changed = [unit for unit in snapshot.units if moved(unit, memory["units"].get(str(unit["Unit"])))]
-        reading = read_failures(changed, memory["units"], memory.get("wall"), deadline, run)
-        source = remembered_source(reading.source, memory.get("history_source"))
-        snapshot.warnings += reading.warnings
-        recorded = reading.recorded
-        if source == "journal":  # a unit that did not move had no failure: nothing to infer
-            unmoved = {str(unit["Unit"]) for unit in snapshot.units} - {str(unit["Unit"]) for unit in changed}
-            recorded.update(dict.fromkeys(unmoved, ()))
-    if source != memory.get("history_source", source):  # said once, when it changes (the gauge says it always)
-        snapshot.warnings.append(HISTORY_SOURCES[source])
-    snapshot.history_source = source
-    records = observe_all(snapshot.units, memory, recorded)
-    if journal:
-        for name, cursor in reading.cursors.items():
-            if cursor:
-                records[name]["cursor"] = cursor
+    records = observe_history(snapshot, memory, deadline, run, journal)
+    if snapshot.history_source != memory.get("history_source", snapshot.history_source):
+        snapshot.warnings.append(HISTORY_SOURCES[snapshot.history_source])  # said once, when it changes
     samples = shape(snapshot, host, memory, records)
-    memory["next"] = {"units": records, "wall": snapshot.wall, "history_source": source}
+    memory["next"] = {"units": records, "wall": snapshot.wall, "history_source": snapshot.history_source}
     return samples, snapshot, memory
 
 

@@ -204,3 +204,27 @@ def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None)
     before, previous_look, recorded = memory.get("units", {}), memory.get("wall"), recorded or {}
     return {str(unit["Unit"]): observe(unit, before.get(str(unit["Unit"])), previous_look,
                                        recorded.get(str(unit["Unit"]))) for unit in units}
+
+
+def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = True) -> dict[str, dict]:
+    """This tick's records of every unit in `snapshot` (observe_all), with the failures of the
+    units that moved read from the journal when `journal` (read_journal), each unit's cursor in
+    its record; sets snapshot.history_source ("journal" or "inferred")."""
+    if not journal:
+        snapshot.history_source = "inferred"
+        return observe_all(snapshot.units, memory)
+    from .read_journal import read_failures, remembered_source
+
+    before = memory.get("units", {})
+    changed = [unit for unit in snapshot.units if moved(unit, before.get(str(unit["Unit"])))]
+    reading = read_failures(changed, before, memory.get("wall"), deadline, run)
+    snapshot.history_source = remembered_source(reading.source, memory.get("history_source"))
+    snapshot.warnings += reading.warnings
+    recorded = reading.recorded
+    if snapshot.history_source == "journal":  # a unit that did not move had no failure: nothing to infer
+        recorded.update(dict.fromkeys({str(u["Unit"]) for u in snapshot.units} - {str(u["Unit"]) for u in changed}, ()))
+    records = observe_all(snapshot.units, memory, recorded)
+    for name, cursor in reading.cursors.items():
+        if cursor:
+            records[name]["cursor"] = cursor
+    return records
