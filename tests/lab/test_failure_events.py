@@ -90,6 +90,10 @@ UNITS = {
     # clean runs restarted until the start limit: Result=start-limit-hit
     "events-limit-success.service": unit(f"ExecStart={run(0, 0.1)}\nRestart=on-success\nRestartSec=200ms",
                                          "StartLimitIntervalSec=60\nStartLimitBurst=3"),
+    # Restart=no, started by hand until the start limit refuses the 4th start (the test does it)
+    "events-limit-no.service": unit(f"ExecStart={run(5, 0.1)}", "StartLimitIntervalSec=60\nStartLimitBurst=3"),
+    # never pings its watchdog: killed with SIGABRT 1 s after each start, restarted 1 s later
+    "events-watchdog.service": unit(f"ExecStart={SCRIPTS}/jvm.sh %n\nWatchdogSec=1\nRestart=on-failure\nRestartSec=1"),
     # killed by a signal by the test, restarted
     "events-killed.service": unit("ExecStart=/bin/sleep infinity\nRestart=on-failure\nRestartSec=500ms"),
     # TimeoutStartSec= of a oneshot: Result=timeout
@@ -156,6 +160,8 @@ def between_two_ticks(lab, host):
     sh(lab, host, "systemctl start --no-block events-loop.service events-always.service events-clean.service "
                   "events-prevent.service events-force.service events-success.service events-limit-failure.service "
                   "events-limit-always.service events-limit-success.service events-timeout.service events-job.timer")
+    for _ in range(4):  # Restart=no: three runs by hand, the 4th start refused by the start limit
+        sh(lab, host, "systemctl start events-limit-no.service; sleep 0.3", check=False)
     for _ in range(2):  # two kills, each restarted 0.5 s later
         wait_until("events-killed running", lambda: show(lab, host, "events-killed.service", "SubState")["SubState"]
                    == "running", timeout=10, step=0.1)
@@ -169,10 +175,15 @@ def between_two_ticks(lab, host):
         len([r for r in runs(lab, host, u) if r[0] == "exit"]) >= 5 for u in ("events-loop.service",
                                                                               "events-always.service")),
         timeout=40, step=0.2)
+    sh(lab, host, "systemctl start --no-block events-watchdog.service")
+    wait_until("the watchdog's 3rd run", lambda: len(runs(lab, host, "events-watchdog.service")) >= 3, timeout=30,
+               step=0.05)
+    sh(lab, host, "systemctl stop events-watchdog.service")  # 2 watchdog failures, the 3rd run stopped
     sh(lab, host, "systemctl stop events-jvm.service events-loop.service events-always.service "
                   "events-clean.service events-force.service events-killed.service")
     for name in ("events-limit-failure.service", "events-limit-always.service", "events-limit-success.service",
-                 "events-timeout.service", "events-prevent.service", "events-jvm.service"):
+                 "events-timeout.service", "events-prevent.service", "events-jvm.service", "events-limit-no.service",
+                 "events-watchdog.service"):
         wait_until(f"{name} settled", lambda: settled(lab, host, name), timeout=30, step=0.2)
     errors = tick(lab, host)
     return dry_run(lab, host, watched=("events", STATE, FLAGS))[0], errors
@@ -183,7 +194,7 @@ def test_every_failure_between_two_ticks_is_counted_with_its_reason(lab, host, b
     assert "inferred" not in errors, errors
     assert value(samples, "systemd_heartbeat_history_source", None, source="journal") == 1
     for name in ("events-loop.service", "events-always.service", "events-prevent.service",
-                 "events-limit-failure.service", "events-limit-always.service"):
+                 "events-limit-failure.service", "events-limit-always.service", "events-limit-no.service"):
         exits = [r for r in runs(lab, host, name) if r[0] == "exit"]
         assert failures(samples, name) == {"exit-code": len(exits)}, name
         last = info(samples, name)
@@ -204,6 +215,7 @@ def test_systemd_gave_up_only_when_its_start_limit_refused_a_restart(lab, host, 
     samples, _ = between_two_ticks
     assert info(samples, "events-limit-failure.service")["gave_up"] == "true"
     assert info(samples, "events-limit-always.service")["gave_up"] == "true"
+    assert info(samples, "events-limit-no.service")["gave_up"] == "true"  # it refused the admin's 4th start
     limit_success = info(samples, "events-limit-success.service")
     assert (limit_success["result"], limit_success["gave_up"]) == ("start-limit-hit", "true")
     assert failures(samples, "events-limit-success.service") == {"start-limit-hit": 1}
@@ -220,6 +232,10 @@ def test_signal_timeout_and_a_timer_job(lab, host, between_two_ticks):
     killed = info(samples, "events-killed.service")
     assert (killed["exit_code"], killed["exit_status"]) == ("killed", "9")
     assert failures(samples, "events-timeout.service") == {"timeout": 1}
+    watchdog = [r for r in runs(lab, host, "events-watchdog.service") if r[0] == "start"]
+    assert len(watchdog) == 3 and failures(samples, "events-watchdog.service") == {"watchdog": 2}
+    assert (info(samples, "events-watchdog.service")["exit_code"], info(samples, "events-watchdog.service")["exit_status"]) \
+        == ("killed", "6")  # SIGABRT
     job = runs(lab, host, "events-job.service")
     failed = [r for r in job if r[0] == "exit" and r[1] != 0]
     assert len(failed) == 1 and failures(samples, "events-job.service") == {"exit-code": 1}
