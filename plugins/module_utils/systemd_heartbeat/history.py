@@ -25,8 +25,10 @@ from .units import unit_type
 from .values import as_int, is_count, is_exit_status, parse_timestamp, same_moment
 
 # Restart= policies that restart a service only after a failure, and the Results each one
-# restarts on (systemd's service_shall_restart()); None = any Result but success.
-ABNORMAL = frozenset(("signal", "core-dump", "timeout", "watchdog"))
+# restarts on (systemd's service_shall_restart(), src/core/service.c: on-abnormal is any Result
+# but success and exit-code); None = any Result but success.
+ABNORMAL = frozenset(("signal", "core-dump", "timeout", "watchdog", "oom-kill", "resources", "protocol",
+                      "start-limit-hit"))
 RESTARTS_ON_FAILURE = {
     "on-failure": None, "on-abnormal": ABNORMAL, "on-abort": frozenset(("signal", "core-dump")),
     "on-watchdog": frozenset(("watchdog",)),
