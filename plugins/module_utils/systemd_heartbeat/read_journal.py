@@ -192,8 +192,9 @@ def cursor_time(cursor: str) -> float:
 
 def journal_readable() -> bool:
     """Whether this process may read the system journal: its current file, persistent or
-    volatile, is readable to us (root, or the systemd-journal or adm group). journalctl run
-    without that right prints only the user's own journal, with a hint on stderr: no error."""
+    volatile, is readable to us (root, or the systemd-journal or adm group; seen to hold inside
+    the role's sandbox, PrivateUsers= included). Without that right journalctl exits 1 ("No
+    journal files were opened due to insufficient permissions."): asking first spares a child."""
     import posix
 
     from .syscalls import lexists
