@@ -35,6 +35,8 @@ SCRIPT_FILES = {
     # jvm.sh UNIT: runs until SIGTERM, then exits 143 (as a JVM does when an admin stops it)
     "jvm.sh": f'log={LOGS}/$1.log\necho "start $(date +%s%6N)" >> $log\n'
               f'trap \'echo "exit 143 $(date +%s%6N)" >> $log; exit 143\' TERM\nwhile :; do sleep 0.1; done\n',
+    # sleeper.sh UNIT: runs until it is killed (SIGTERM, as a stop sends it, is a clean end)
+    "sleeper.sh": f'echo "start $(date +%s%6N)" >> {LOGS}/$1.log\nexec sleep infinity\n',
     # job.sh UNIT: a timer's job whose 2nd run exits 1
     "job.sh": f'log={LOGS}/$1.log\nn=$(($(cat {LOGS}/job-n 2>/dev/null || echo 0) + 1)); echo $n > {LOGS}/job-n\n'
               f'echo "start $(date +%s%6N)" >> $log\ns=0; [ $n = 2 ] && s=1\necho "exit $s $(date +%s%6N)" >> $log\n'
@@ -93,7 +95,8 @@ UNITS = {
     # Restart=no, started by hand until the start limit refuses the 4th start (the test does it)
     "events-limit-no.service": unit(f"ExecStart={run(5, 0.1)}", "StartLimitIntervalSec=60\nStartLimitBurst=3"),
     # never pings its watchdog: killed with SIGABRT 1 s after each start, restarted 1 s later
-    "events-watchdog.service": unit(f"ExecStart={SCRIPTS}/jvm.sh %n\nWatchdogSec=1\nRestart=on-failure\nRestartSec=1"),
+    "events-watchdog.service": unit(f"ExecStart={SCRIPTS}/sleeper.sh %n\nWatchdogSec=1\nRestart=on-failure\n"
+                                    "RestartSec=1"),
     # killed by a signal by the test, restarted
     "events-killed.service": unit("ExecStart=/bin/sleep infinity\nRestart=on-failure\nRestartSec=500ms"),
     # TimeoutStartSec= of a oneshot: Result=timeout
