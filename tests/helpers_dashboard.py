@@ -20,6 +20,7 @@ def panel_targets(dashboard: dict, host: str, start: float, end: float):
             continue
         for target in spec.get("targets", []):
             expr = (target["expr"].replace("$host", host).replace("$__range", f"{int(end - start)}s")
+                    .replace("$__interval", f"{max(30, int((end - start) / 500))}s")
                     .replace("${__from:date:seconds}", f"{start:.0f}"))
             yield row, spec["title"], expr, target.get("instant", False)
 
