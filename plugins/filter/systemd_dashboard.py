@@ -131,7 +131,7 @@ def failures_by_reason_panel(match: str) -> dict:
         "(exit-code, signal, core-dump, timeout, watchdog, start-limit-hit, oom-kill, ...; unknown where the "
         "heartbeat could not read the journal), every failure counted once, also those between two heartbeat ticks "
         f"and those of Restart=always services (the {TOP} Results with the most). Right after the heartbeat is "
-        "deployed on a host, its first bar holds the failures since the boot.", "none",
+        "deployed on a host, its first bar may hold the failures since the boot.", "none",
         [target(top(f'sum by (result) (increase(systemd_unit_failures_total{{host=~"$host", {match}}}'
                     '[$__interval]))'), legend="{{result}}")],
         defaults={"decimals": 0, "custom": {"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1,
