@@ -74,5 +74,5 @@ def test_failure_panels_count_exactly_what_a_host_of_the_known_history_failed(vi
     assert {row["metric"]["unit"]: float(row["value"][1]) for row in counted} == {
         "backup.service": 6, "web.service": 12}
     (bars,) = answers["Failures by reason"]
-    assert {row["metric"]["result"]: sum(float(v) for _, v in row["values"]) for row in bars} == {
+    assert {row["metric"]["result"]: sum(float(pair[1]) for pair in row["values"]) for row in bars} == {
         "exit-code": 1, "signal": 5}
