@@ -4,7 +4,8 @@
 Pulls the heartbeat's history from VictoriaMetrics' query API and reports, per host: units
 that failed (allowlisted or not) with when, for how long, why (systemd's Result and the exit
 status) and whether systemd gave up restarting them; units that failed and were restarted
-(crashes), with counts and the last reason; units systemd restarted, with counts; mass
+(crashes), with counts and the last reason; every unit's failures counted by systemd's Result
+(systemd_unit_failures_total); units systemd restarted, with counts; mass
 restarts (at least K load-bearing units restarted or failed within M seconds) and reboots;
 timers that went stale; allowlisted units missing on the host; gaps where the heartbeat itself
 pushed nothing; and a one-line verdict. A host seen in the week before the window that pushed
@@ -185,7 +186,21 @@ FINDINGS = ("failed", "crashed", "restarted", "mass_restarts", "reboots", "stale
 
 
 def new_host() -> dict:
-    return {**{key: [] for key in FINDINGS}, "pushed": False}
+    return {**{key: [] for key in FINDINGS}, "failures_by_reason": [], "pushed": False}
+
+
+def failures_in_window(whole: str) -> str:
+    """Each unit's failures in the window by Result, from systemd_unit_failures_total, as the
+    alert SystemdUnitFailureLoop counts them: increase_prometheus between the samples in the
+    window, plus the first value of a series born in the window after the host's first push in
+    it (its failures since the tick before, all new). A series whose first sample is the host's
+    first push in the window existed before it, or was born at the heartbeat's first look at the
+    host, holding every failure since the boot: neither counts. (increase() would guess from the
+    first values whether a new series started at 0.)"""
+    counter = f"systemd_unit_failures_total[{whole}]"
+    return (f"sum by (host, unit, result) (increase_prometheus({counter}) or label_set(first_over_time({counter}) "
+            f"and (tfirst_over_time({counter}) > on(host) group_left() "
+            f'tfirst_over_time(systemd_heartbeat_up[{whole}])), "born", "in-window")) > 0')
 
 
 def reason(labels: dict | None) -> dict:
@@ -347,10 +362,20 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
             host(name)["crashed"].append({"unit": unit, "failures": len(crashes), "last": iso(crashes[-1]),
                                           **reason_at(infos.get((name, unit), []), crashes[-1])})
     # 6. restarts systemd made in the window (only between samples inside it: no phantom counts
-    #    for a unit first seen with a non-zero counter)
-    for row in victoria.query(f"increase_prometheus(systemd_unit_restart_count_total[{length}]) > 0", end):
-        host(row["metric"]["host"])["restarted"].append(
-            {"unit": row["metric"]["unit"], "restarts": int(round(float(row["value"][1])))})
+    #    for a unit first seen with a non-zero counter), and in the same query each unit's
+    #    failures by Result (failures_in_window)
+    by_reason: dict[tuple[str, str], dict[str, int]] = {}
+    for row in victoria.query(
+            f'label_set(increase_prometheus(systemd_unit_restart_count_total[{length}]) > 0, "of", "restarts") or '
+            f'label_set({failures_in_window(whole)}, "of", "failures")', end):
+        metric, count = row["metric"], int(round(float(row["value"][1])))
+        if metric.get("of") == "failures":
+            by_reason.setdefault((metric["host"], metric["unit"]), {})[metric.get("result", "")] = count
+        else:
+            host(metric["host"])["restarted"].append({"unit": metric["unit"], "restarts": count})
+    for (name, unit), counts in by_reason.items():
+        host(name)["failures_by_reason"].append(
+            {"unit": unit, "failures": sum(counts.values()), "by_result": dict(sorted(counts.items()))})
     # 7. stale timers: past the stale-timer alert's own threshold where vmalert recorded it
     #    (the inventory's overrides), else stale_factor x their own interval
     #    (compared with each threshold first and the results joined: joining the thresholds
@@ -388,6 +413,7 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
     for record in hosts.values():
         record["restarted"].sort(key=lambda r: (-r["restarts"], r["unit"]))
         record["crashed"].sort(key=lambda r: (-r["failures"], r["unit"]))
+        record["failures_by_reason"].sort(key=lambda r: (-r["failures"], r["unit"]))
         record["stale_timers"].sort(key=lambda r: (r["since"], r["unit"]))
         record["missing"].sort(key=lambda r: r["unit"])
         record["verdict"] = verdict(record)
@@ -402,7 +428,7 @@ def only_units(hosts: dict, patterns: list[str]) -> dict:
         return any(fnmatch.fnmatchcase(unit, pattern) for pattern in patterns)
 
     for record in hosts.values():
-        for key in ("failed", "crashed", "restarted", "stale_timers", "missing"):
+        for key in ("failed", "crashed", "failures_by_reason", "restarted", "stale_timers", "missing"):
             record[key] = [finding for finding in record[key] if wanted(finding["unit"])]
         record["mass_restarts"] = [event for event in record["mass_restarts"] if any(map(wanted, event["units"]))]
         record["verdict"] = verdict(record)
@@ -455,6 +481,9 @@ def markdown(hosts: dict, start: float, end: float) -> str:
             lines.append(f"- crashed: `{crash['unit']}` failed {crash['failures']} time"
                          f"{'s' if crash['failures'] != 1 else ''} and was restarted, the last at {crash['last']}"
                          + why(crash))
+        for tally in record["failures_by_reason"]:
+            lines.append(f"- failures by reason: `{tally['unit']}` {tally['failures']}: "
+                         + ", ".join(f"{result} {count}" for result, count in tally["by_result"].items()))
         for restart in record["restarted"]:
             lines.append(f"- restarted: `{restart['unit']}` {restart['restarts']} time"
                          f"{'s' if restart['restarts'] != 1 else ''}")

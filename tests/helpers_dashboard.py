@@ -8,6 +8,8 @@ from ansible_collections.coilysiren.systemd_monitoring.plugins.filter import sys
 
 
 RANGE_SECONDS = {"1h": 3600, "24h": 86400}
+# the row panels that show data only for a unit that failed (its last failure, its failures by reason)
+ONLY_AFTER_A_FAILURE = ("Last failure", "Failures by reason")
 
 
 def panel_targets(dashboard: dict, host: str, start: float, end: float):
@@ -20,6 +22,7 @@ def panel_targets(dashboard: dict, host: str, start: float, end: float):
             continue
         for target in spec.get("targets", []):
             expr = (target["expr"].replace("$host", host).replace("$__range", f"{int(end - start)}s")
+                    .replace("$__interval", f"{max(30, int((end - start) / 500))}s")
                     .replace("${__from:date:seconds}", f"{start:.0f}"))
             yield row, spec["title"], expr, target.get("instant", False)
 

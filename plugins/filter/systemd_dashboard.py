@@ -9,9 +9,9 @@ sees them as templates. Plain Python with no Ansible import; tests and scripts i
 collection name (the clone is linked into .venv/collections by scripts/bootstrap).
 
 Layout: an overview row (units by state, the hosts that need attention now, failed units, the
-failures in the time range, stale timers, the heartbeat's health, alerts firing), then one row
+failures in the time range and how many, stale timers, the heartbeat's health, alerts firing), then one row
 per load-bearing unit whose panels depend on its type (service, timer, anything else), each with
-its last failure. Built for a fleet: the host variable's All is `.*` (no query grows with the
+its last failure and its failures by reason. Built for a fleet: the host variable's All is `.*` (no query grows with the
 number of hosts), lists and graphs show at most TOP series (the worst), graphs at most
 MAX_POINTS points a series.
 Globs in the allowlist get a row that shows every matching unit. Mass restarts (the alert
@@ -111,6 +111,33 @@ def last_failure_panel(match: str) -> dict:
                 f'systemd_unit_last_failure_info{{host=~"$host", {match}}})', instant=True, table=True)])
 
 
+def failures_in_range() -> str:
+    """Each unit's failures in the dashboard's time range (systemd_unit_failures_total), counted
+    as the alert SystemdUnitFailureLoop and the daily summary count them: increase_prometheus
+    between the samples in the range, plus the first value of a series born in it after the
+    host's first push in it (its failures since the tick before); a series born at the host's
+    first look holds the failures since the boot and is not counted."""
+    counter = 'systemd_unit_failures_total{host=~"$host"}[$__range]'
+    return (f'sum by (host, unit) (increase_prometheus({counter}) or label_set(first_over_time({counter}) and '
+            f'(tfirst_over_time({counter}) > on(host) group_left() '
+            'tfirst_over_time(systemd_heartbeat_up{host=~"$host"}[$__range])), "born", "in-window")) > 0')
+
+
+def failures_by_reason_panel(match: str) -> dict:
+    """Every failure of the unit (systemd_unit_failures_total), by systemd's Result, summed over
+    the selected hosts: stacked bars, one a step (Grafana's $__interval, never under 30 s)."""
+    return panel(
+        "timeseries", "Failures by reason", "Failures of the unit over the selected hosts, by systemd's Result "
+        "(exit-code, signal, core-dump, timeout, watchdog, start-limit-hit, oom-kill, ...; unknown where the "
+        "heartbeat could not read the journal), every failure counted once, also those between two heartbeat ticks "
+        f"and those of Restart=always services (the {TOP} Results with the most). Right after the heartbeat is "
+        "deployed on a host, its first bar may hold the failures since the boot.", "none",
+        [target(top(f'sum by (result) (increase(systemd_unit_failures_total{{host=~"$host", {match}}}'
+                    '[$__interval]))'), legend="{{result}}")],
+        defaults={"decimals": 0, "custom": {"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1,
+                                            "stacking": {"mode": "normal", "group": "A"}}})
+
+
 def unit_row_panels(unit: str) -> list[dict]:
     name = normalise_unit_pattern(unit)
     match = selector(name)
@@ -134,6 +161,7 @@ def unit_row_panels(unit: str) -> list[dict]:
                   f"stopped firing (the {TOP} hosts with the longest).", "s",
                   [target(top(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}'))]),
             last_failure_panel(match),
+            failures_by_reason_panel(match),
         ]
     elif kind == "service":
         panels += [
@@ -144,6 +172,7 @@ def unit_row_panels(unit: str) -> list[dict]:
                       {"color": "green", "value": None}, {"color": "orange", "value": 1},
                       {"color": "red", "value": 4}]}}),
             last_failure_panel(match),
+            failures_by_reason_panel(match),
             panel("stat", "Last exit status", "The most recent exit of the main process: the exit code, or the "
                   "signal number when killed (9 = SIGKILL). Kept while the next run is up.", "none",
                   [target(top(f'systemd_unit_last_exit_status{{host=~"$host", {match}}}'))], options=stat_options(),
@@ -158,11 +187,12 @@ def unit_row_panels(unit: str) -> list[dict]:
             panel("timeseries", "Since active", "Seconds since the unit was last active; 0 while it is.",
                   "s", [target(top(f'systemd_unit_seconds_since_active{{host=~"$host", {match}}}'))]),
             last_failure_panel(match),
+            failures_by_reason_panel(match),
         ]
     return panels
 
 
-ALERTS_SHOWN = "SystemdUnitRestartLoop|SystemdTimerStale|SystemdUnitFailed|SystemdMassRestart"
+ALERTS_SHOWN = "SystemdUnitRestartLoop|SystemdUnitFailureLoop|SystemdTimerStale|SystemdUnitFailed|SystemdMassRestart"
 
 
 def overview_panels() -> list[dict]:
@@ -186,11 +216,20 @@ def overview_panels() -> list[dict]:
                       instant=True, table=True)]),
         panel("table", "Failures in the time range", "Units whose last failure falls in the dashboard's time "
               "range (the most recent one of each), when, and why: systemd's Result, the exit of that run and "
-              "whether systemd then gave up restarting it.", "dateTimeAsIso",
+              "whether systemd then gave up restarting it; and how many times each failed in the range "
+              "(systemd_unit_failures_total, every failure counted once, also those between two heartbeat "
+              "ticks and those of Restart=always services).", "dateTimeAsIso",
               [target(f'topk({TOP * 10}, 1000 * systemd_unit_last_failure_timestamp_seconds{{host=~"$host"}} '
                       '* on(host, unit) group_left(result, exit_code, exit_status, gave_up) '
                       'systemd_unit_last_failure_info{host=~"$host"} > 1000 * ${__from:date:seconds})',
-                      instant=True, table=True)]),
+                      instant=True, table=True),
+               dict(target(f'topk({TOP * 10}, {failures_in_range()})', instant=True, table=True), refId="B")],
+              transformations=[{"id": "merge", "options": {}}],
+              colours=[{"matcher": {"id": "byName", "options": "Value #A"},
+                        "properties": [{"id": "displayName", "value": "Last failure"}]},
+                       {"matcher": {"id": "byName", "options": "Value #B"},
+                        "properties": [{"id": "displayName", "value": "Failures in the range"},
+                                       {"id": "unit", "value": "none"}, {"id": "decimals", "value": 0}]}]),
         panel("table", "Stale timers", "Timers past the stale-timer alert's own threshold "
               "(systemd_timer_stale_threshold_seconds: a factor of the interval, or the inventory's override).", "s",
               [target(f'topk({TOP * 10}, systemd_unit_seconds_since_active{{host=~"$host", unit=~".+[.]timer"}} '
@@ -202,7 +241,7 @@ def overview_panels() -> list[dict]:
               options=stat_options(),
               defaults={"thresholds": {"mode": "absolute", "steps": [
                   {"color": "green", "value": None}, {"color": "red", "value": 90}]}}),
-        panel("table", "Alerts firing", "Failed-unit, restart-loop, stale-timer and mass-restart alerts firing "
+        panel("table", "Alerts firing", "Failed-unit, restart-loop, failure-loop, stale-timer and mass-restart alerts firing "
               "now (vmalert's ALERTS series).", "none",
               [target(f'limitk({TOP * 10}, ALERTS{{alertstate="firing", alertname=~"{ALERTS_SHOWN}", '
                       'host=~"$host"})', instant=True, table=True)]),

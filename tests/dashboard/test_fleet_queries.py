@@ -54,3 +54,25 @@ def test_every_panel_query_at_fleet_size_is_answered_within_its_bound(victoria):
         assert len(result) <= TOP * 10, (title, params["query"], len(result))
         answered += 1
     assert answered == sum(len(p.get("targets", [])) for p in dashboard["panels"])
+
+
+def test_failure_panels_count_exactly_what_a_host_of_the_known_history_failed(victoria):
+    """The overview's count in the time range and a row's failures by reason, for a copy of alpha
+    (tests/summary/history.py): backup.service exit-code 1 and signal 5 (five between two ticks,
+    a series born at 5), web.service exit-code 12; old.service's failures before the window none."""
+    url, start, end = victoria
+    host = fleet.name(0)
+    assert fleet.kind(0) == "alpha"
+    dashboard = systemd_monitoring_dashboard(["backup"])
+    answers: dict[str, list[dict]] = {}
+    for title, path, params in panel_requests(dashboard, host, start, end):
+        if title in ("Failures in the time range", "Failures by reason"):
+            request = urllib.request.Request(f"{url}{path}", data=urllib.parse.urlencode(params).encode())
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                answers.setdefault(title, []).append(json.load(answer)["data"]["result"])
+    last, counted = answers["Failures in the time range"]
+    assert {row["metric"]["unit"]: float(row["value"][1]) for row in counted} == {
+        "backup.service": 6, "web.service": 12}
+    (bars,) = answers["Failures by reason"]
+    assert {row["metric"]["result"]: sum(float(pair[1]) for pair in row["values"]) for row in bars} == {
+        "exit-code": 1, "signal": 5}

@@ -9,6 +9,10 @@ alpha: backup.service fails twice (02:00 for 30 min, exit 1; 14:00 for 1 h, SIGK
        20 minutes from 18:00, and the host reboots at 20:00 (its units restart with it: that is
        the reboot, not a mass restart). old.service has restarted 5 times before the window: no
        restarts to report.
+       systemd_unit_failures_total, as the heartbeat counts from the journal: backup.service
+       exit-code 1 (02:00) and signal 5 (at 14:00 it was killed five times between two ticks
+       before systemd gave up: a series born at 5), web.service exit-code 1 to 12 (one a tick),
+       old.service exit-code 4 all day (failures before the window: none in it).
 beta:  everything clean all day.
 gamma: pushed the day before, nothing in the window: "no data".
 Times are offsets from the start of the window.
@@ -95,6 +99,15 @@ def build(start: float) -> str:
         (start + 14 * h, start + DAY, {"result": "signal", "exit_code": "killed", "exit_status": "9",
                                        "gave_up": "true"})], alpha_ticks)
     crashes = [start + 10 * h + k * STEP + 25 for k in range(12)]  # exit 3, restarted 1 s later
+    # every failure counted, by Result: a series appears at the first tick that sees a failure
+    # with its Result, holding the failures since the tick before
+    failures = {("backup.service", "exit-code"): [(start + 2 * h, 1)],
+                ("backup.service", "signal"): [(start + 14 * h, 5)],
+                ("web.service", "exit-code"): [(c, 1) for c in crashes],
+                ("old.service", "exit-code"): [(start - DAY, 4)]}
+    for (unit, result), counted in failures.items():
+        lines.append(series("systemd_unit_failures_total", {"host": "alpha", "unit": unit, "result": result}, [
+            (t, float(sum(n for moment, n in counted if moment <= t))) for t in alpha_ticks if t >= counted[0][0]]))
     stamps("systemd_unit_last_failure_timestamp_seconds", "alpha", "web.service", latest(crashes), alpha_ticks)
     failure_info("alpha", "web.service", [(crashes[0], start + DAY, {
         "result": "exit-code", "exit_code": "exited", "exit_status": "3", "gave_up": "false"})], alpha_ticks)

@@ -62,6 +62,8 @@ def test_markdown_report(loaded):
 - failed: `backup.service` at {at(start, 2)} for 30m: exit-code, exit status 1
 - failed: `backup.service` at {at(start, 14)} for 1h00m: signal, killed by signal 9; systemd gave up restarting it
 - crashed: `web.service` failed 12 times and was restarted, the last at {at(start, 10, 5, 55)}: exit-code, exit status 3
+- failures by reason: `web.service` 12: exit-code 12
+- failures by reason: `backup.service` 6: exit-code 1, signal 5
 - restarted: `web.service` 12 times
 - mass restart: 3 load-bearing units restarted or failed from {at(start, 12, 0, 10)} to {at(start, 12, 1, 30)}: \
 `api.service`, `cache.service`, `db.service`
@@ -92,6 +94,12 @@ def test_json_report(loaded):
          "exit_status": 9, "gave_up": True}]
     assert alpha["crashed"] == [{"unit": "web.service", "failures": 12, "last": at(start, 10, 5, 55),
                                  "result": "exit-code", "exit_code": "exited", "exit_status": 3, "gave_up": False}]
+    # as planted (history.py): web.service one exit-code failure a tick, 12; backup.service one
+    # exit-code failure, and five signal failures between two ticks (a series born at 5);
+    # old.service's 4 failures before the window are none in it
+    assert alpha["failures_by_reason"] == [
+        {"unit": "web.service", "failures": 12, "by_result": {"exit-code": 12}},
+        {"unit": "backup.service", "failures": 6, "by_result": {"exit-code": 1, "signal": 5}}]
     assert alpha["restarted"] == [{"unit": "web.service", "restarts": 12}]
     assert alpha["mass_restarts"] == [{"from": at(start, 12, 0, 10), "to": at(start, 12, 1, 30),
                                        "units": ["api.service", "cache.service", "db.service"]}]
@@ -103,6 +111,7 @@ def test_json_report(loaded):
                                         "seconds": 1200}]
     assert report["hosts"]["beta"]["verdict"] == "healthy"
     assert report["hosts"]["beta"]["restarted"] == []  # a flat non-zero counter is not a restart
+    assert report["hosts"]["beta"]["failures_by_reason"] == []
     assert report["hosts"]["gamma"]["verdict"] == "no data: the heartbeat pushed nothing in the window"
     assert report["queries"] == 9
 
@@ -131,6 +140,7 @@ def test_units_named_as_in_the_allowlist(loaded):
                    "--json")
     alpha = json.loads(done.stdout)["hosts"]["alpha"]
     assert [c["unit"] for c in alpha["crashed"]] == ["web.service"] and alpha["failed"] == []
+    assert [f["unit"] for f in alpha["failures_by_reason"]] == ["web.service"]
     assert alpha["mass_restarts"] == [] and alpha["reboots"] == [{"at": at(start, 20)}]  # a reboot is the host's
     done = summary("--url", url, "--since", str(start), "--until", str(end), "--host", "alpha", "--unit", "*.timer",
                    "--json")

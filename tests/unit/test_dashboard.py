@@ -87,7 +87,7 @@ def test_the_role_writes_exactly_the_generated_data_and_grafana_templates_surviv
     text = json.dumps(written)
     legends = {t["legendFormat"] for p in written["panels"] if p["type"] != "row" for t in p["targets"]}
     assert legends == {"{{host}}", "{{active_state}}", "{{active_state}}/{{load_state}}", "all selected hosts",
-                       "median"}
+                       "median", "{{result}}"}
     assert not re.search(r"\{\{ |\{%|\}\} |None|True|False|<[a-z]+ object", text.replace("false", "").replace("true", ""))
 
 
@@ -155,3 +155,38 @@ def test_the_overview_lists_the_failures_in_the_time_range_and_stale_timers_use_
     assert "> on(host, unit) systemd_timer_stale_threshold_seconds" in stale and "2 *" not in stale
     (annotation,) = dashboard["annotations"]["list"]
     assert annotation["expr"] == 'ALERTS{alertname="SystemdMassRestart", alertstate="firing", host=~"$host"}'
+
+
+@pytest.mark.parametrize("unit", ["web.service", "job.timer", "deploy.path", "data.mount"])
+def test_every_unit_row_shows_its_failures_by_reason_bounded(unit):
+    """systemd_unit_failures_total by Result, as stacked bars a step each, bounded like every graph:
+    the TOP Results, at most MAX_POINTS points, never finer than the heartbeat."""
+    panels = systemd_dashboard.unit_row_panels(unit)
+    (failures,) = [p for p in panels if p["title"] == "Failures by reason"]
+    (query,) = failures["targets"]
+    matcher = systemd_dashboard.selector(unit)
+    assert query["expr"] == (f'topk_max({systemd_dashboard.TOP}, sum by (result) (increase(systemd_unit_failures_total'
+                             f'{{host=~"$host", {matcher}}}[$__interval])))')
+    assert query["legendFormat"] == "{{result}}" and not query["instant"]
+    assert query["interval"] == failures["interval"] == systemd_dashboard.MIN_STEP
+    assert failures["maxDataPoints"] == systemd_dashboard.MAX_POINTS
+    assert failures["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
+    titles = [p["title"] for p in panels]
+    assert titles.index("Failures by reason") == titles.index("Last failure") + 1
+
+
+def test_the_overview_counts_each_units_failures_in_the_time_range(dashboard):
+    """Next to each unit's last failure, how many times it failed in the range, from the counter
+    (every failure once): a second query of the same table, merged on host and unit."""
+    (table,) = [p for p in dashboard["panels"] if p["title"] == "Failures in the time range"]
+    last, counted = table["targets"]
+    assert "systemd_unit_last_failure_info" in last["expr"] and last["refId"] == "A"
+    assert counted["refId"] == "B" and counted["instant"] and counted["format"] == "table"
+    assert counted["expr"].startswith(f'topk({systemd_dashboard.TOP * 10}, sum by (host, unit) (increase_prometheus('
+                                      'systemd_unit_failures_total{host=~"$host"}[$__range]) or label_set(')
+    assert 'tfirst_over_time(systemd_heartbeat_up{host=~"$host"}[$__range])' in counted["expr"]
+    assert table["transformations"] == [{"id": "merge", "options": {}}]
+    names = {o["matcher"]["options"]: o["properties"] for o in table["fieldConfig"]["overrides"]}
+    assert {"id": "unit", "value": "none"} in names["Value #B"]
+    (alerts,) = [p for p in dashboard["panels"] if p["title"] == "Alerts firing"]
+    assert "SystemdUnitFailureLoop" in alerts["targets"][0]["expr"]
