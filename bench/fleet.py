@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the read side at 10 / 100 / 1,000 hosts: daily summary (this tree and a git
 revision, interleaved), every alert rule's expression, and every dashboard panel with host = All.
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: what reading the journal adds to a tick (issue 20), on one lab host.
 
     sudo .venv/bin/python bench/journal_tick.py [--units 12] [--repeat 41]

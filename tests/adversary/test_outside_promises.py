@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from fakebus import FakeBus, serialise

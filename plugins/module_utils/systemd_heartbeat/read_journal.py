@@ -157,7 +157,7 @@ def earliest_cursor(cursors: list[str]) -> "str | None":
             keyed.append((fields.get("s"), int(fields.get("i", ""), 16), cursor))
         except ValueError:
             return None
-    if len({sequence for sequence, _, _ in keyed}) != 1:
+    if len({key[0] for key in keyed}) != 1:
         return None
     return min(keyed)[2]
 

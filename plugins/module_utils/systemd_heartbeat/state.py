@@ -10,7 +10,11 @@ import posix
 import struct
 import zlib
 
-from .syscalls import is_regular, join, lexists
+# pylint: disable=unidiomatic-typecheck
+# type(x) is T, not isinstance: a remembered value must be exactly what history.py writes (a
+# bool is not a count), and the checks run for every field of every record at every tick.
+
+from .syscalls import is_regular, join
 from .model import DROP_REASONS, HeartbeatError
 from .values import INT_MAX, is_cursor, is_finite, is_result
 
