@@ -64,8 +64,9 @@ def disable(lab, host: str, units: dict) -> None:
 
 
 def install_scripts() -> list[str]:
-    return [f"mkdir -p {SCRIPTS}"] + [f"cat > {SCRIPTS}/{name} <<'SCRIPT'\n#!/bin/sh\n{text}SCRIPT\nchmod 755 {SCRIPTS}/{name}"
-                                       for name, text in SCRIPT_FILES.items()]
+    writes = [f"cat > {SCRIPTS}/{name} <<'SCRIPT'\n#!/bin/sh\n{text}SCRIPT\nchmod 755 {SCRIPTS}/{name}"
+              for name, text in SCRIPT_FILES.items()]
+    return [f"mkdir -p {SCRIPTS}"] + writes
 
 
 UNITS = {
