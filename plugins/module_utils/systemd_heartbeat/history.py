@@ -22,7 +22,7 @@ A record (a plain dict, so marshal stores it and state.well_formed can check it)
 """
 
 from .units import unit_type
-from .values import as_int, is_count, is_exit_status, parse_timestamp, same_moment
+from .values import USEC_NEVER, as_int, is_count, is_exit_status, parse_timestamp, same_moment
 
 # Restart= policies that restart a service only after a failure, and the Results each one
 # restarts on (systemd's service_shall_restart(), src/core/service.c: on-abnormal is any Result
@@ -111,11 +111,20 @@ def moved(unit: dict, before: "dict | None") -> bool:
     """Whether something may have happened to the unit since its record, so that the journal
     is worth reading: its NRestarts or StateChangeTimestamp moved. A unit seen for the first
     time: if it is failed or was restarted (its journal since the boot tells why)."""
-    restarts = as_int(unit.get("NRestarts"))
+    # It runs for every unit at every tick: the bus's ints (the usual case) are compared as they
+    # come, as the record has them (µs / 1e6); systemctl's text is parsed.
+    # pylint: disable=unidiomatic-typecheck
+    restarts = unit.get("NRestarts")
+    if type(restarts) is not int:
+        restarts = as_int(restarts)
     if before is None:
         return unit.get("ActiveState") == "failed" or bool(restarts)
-    return (not same_moment(parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0, before.get("changed", 0.0))
-            or (restarts is not None and restarts != before.get("restarts", restarts)))
+    if restarts is not None and restarts != before.get("restarts", restarts):
+        return True
+    changed = unit.get("StateChangeTimestamp")
+    if type(changed) is int and 0 < changed < USEC_NEVER:
+        return changed / 1e6 != before.get("changed", 0.0)
+    return not same_moment(parse_timestamp(changed) or 0.0, before.get("changed", 0.0))
 
 
 def count_failure(record: dict, result: str, times: int = 1) -> None:
@@ -215,10 +224,17 @@ def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = 
     if not journal:
         snapshot.history_source = "inferred"
         return observe_all(snapshot.units, memory)
-    from .read_journal import read_failures, remembered_source
-
     before = memory.get("units", {})
     changed = [unit for unit in snapshot.units if moved(unit, before.get(str(unit["Unit"])))]
+    if not changed and memory.get("history_source") in ("journal", "inferred"):
+        # a steady tick: nothing to read, the source as the last tick found it (read_journal
+        # is not even imported: it is not in the preload bundle)
+        snapshot.history_source = memory["history_source"]
+        recorded = dict.fromkeys((str(u["Unit"]) for u in snapshot.units), ()) \
+            if snapshot.history_source == "journal" else None
+        return observe_all(snapshot.units, memory, recorded)
+    from .read_journal import read_failures, remembered_source
+
     reading = read_failures(changed, before, memory.get("wall"), deadline, run)
     snapshot.history_source = remembered_source(reading.source, memory.get("history_source"))
     snapshot.warnings += reading.warnings
