@@ -48,7 +48,9 @@ modes = {
 }
 rows = {mode: [] for mode in modes}
 for mode, flags in modes.items():
-    subprocess.run(["rm", "-rf", flags[flags.index("--state-dir") + 1]])
+    state = flags[flags.index("--state-dir") + 1]
+    subprocess.run(["rm", "-rf", state])
+    subprocess.run(["mkdir", "-p", state])  # as StateDirectory= makes it
     subprocess.run([program, "--url", url, "--host", "bench"] + flags, capture_output=True)  # warm-up: the records
 pids = bus_side_pids()
 for round_ in range(repeat):
