@@ -244,3 +244,13 @@ def test_nothing_moved_nothing_read():
     called = []
     reading = hb.read_failures([], {}, None, hb.Deadline(5), lambda argv, d: called.append(argv), readable=lambda: True)
     assert reading.source is None and called == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_start_limits_repeat_is_no_failure_even_when_the_failure_before_was_inferred(version):
+    """A tick that inferred the last run's failure (the journal did not have it yet: no run in the
+    record) and one that then reads the start limit's refusal and its "Failed with result": that
+    entry repeats the last run's Result, it is not a failure of its own."""
+    journal = case(version, "start-limit-on-failure")["journal"]
+    refusal = next(i for i, e in enumerate(journal) if e.get("MESSAGE", "").endswith(hb.START_LIMIT_HIT))
+    assert hb.failures(journal[refusal:]) == []

@@ -95,8 +95,10 @@ def failures(entries: list[dict], before: "Failure | None" = None) -> list[Failu
     up on: it comes first, its gave_up updated."""
     found: list[Failure] = [before] if before else []
     exits: dict[str, tuple[int, int]] = {}
+    refused = False  # the entry before was the start limit's refusal
     for entry in entries:
         message_id, run = entry.get("MESSAGE_ID"), entry.get("INVOCATION_ID", "")
+        after_refusal, refused = refused, False
         if message_id == PROCESS_EXITED:
             code, status = EXIT_CODES.get(entry.get("EXIT_CODE", "")), as_int(entry.get("EXIT_STATUS"))
             if code is not None and status is not None and 0 <= status <= 255:
@@ -107,13 +109,21 @@ def failures(entries: list[dict], before: "Failure | None" = None) -> list[Failu
                 continue
             if found and run and found[-1].run == run and found[-1].result == result:
                 continue  # the start limit's repeat of this run's failure
+            if after_refusal and result != "start-limit-hit":
+                # the same repeat of a failure an earlier tick inferred (its run not known): the
+                # refusal's own "Failed with result" carries the last run's Result, never a new run
+                if found:
+                    found[-1].gave_up = True
+                continue
             code, status = exits.pop(run, (0, 0))
             found.append(Failure(at, result, code, status, run))
         elif message_id == RESTART_SCHEDULED:
             if found:
                 found[-1].gave_up = False
-        elif entry.get("MESSAGE", "").endswith(START_LIMIT_HIT) and found:
-            found[-1].gave_up = True
+        elif entry.get("MESSAGE", "").endswith(START_LIMIT_HIT):
+            refused = True
+            if found:
+                found[-1].gave_up = True
     return found
 
 
