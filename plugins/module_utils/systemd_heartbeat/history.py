@@ -21,6 +21,7 @@ A record (a plain dict, so marshal stores it and state.well_formed can check it)
                 through the restart counter), failure_code, failure_status (its exit), gave_up
 """
 
+from .model import HISTORY_SOURCE_NAMES
 from .units import unit_type
 from .values import USEC_NEVER, as_int, is_count, is_exit_status, parse_timestamp, same_moment
 
@@ -226,7 +227,7 @@ def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = 
         return observe_all(snapshot.units, memory)
     before = memory.get("units", {})
     changed = [unit for unit in snapshot.units if moved(unit, before.get(str(unit["Unit"])))]
-    if not changed and memory.get("history_source") in ("journal", "inferred"):
+    if not changed and memory.get("history_source") in HISTORY_SOURCE_NAMES:
         # a steady tick: nothing to read, the source as the last tick found it (read_journal
         # is not even imported: it is not in the preload bundle)
         snapshot.history_source = memory["history_source"]

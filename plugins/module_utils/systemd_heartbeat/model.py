@@ -14,6 +14,9 @@ import time
 # Why a payload left the spool without landing: each is a counter from the first tick with a
 # state directory, so increase() sees the first drop (a series born at 1 has no increase).
 DROP_REASONS = ("rejected", "unreadable", "max_age", "max_bytes")
+# Where a tick's failures come from (systemd_heartbeat_history_source{source}): read from the
+# journal, or inferred from the units' state.
+HISTORY_SOURCE_NAMES = ("journal", "inferred")
 
 
 class HeartbeatError(Exception):

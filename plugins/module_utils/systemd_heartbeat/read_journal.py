@@ -18,7 +18,7 @@ result" a second time for the same run: that is the same failure, now given up o
 Where each unit's reading stops is its cursor (the journal's __CURSOR of the last entry read
 for it), kept in its history record: the next reading starts after it.
 """
-from .model import HeartbeatError
+from .model import HISTORY_SOURCE_NAMES, HeartbeatError
 from .values import as_int, is_cursor, is_result, parse_timestamp, same_moment
 
 PROCESS_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
@@ -301,6 +301,6 @@ def remembered_source(read: "str | None", remembered: "str | None") -> str:
     journal was not asked), what the last tick found, or whether the journal is readable."""
     if read:
         return read
-    if remembered in ("journal", "inferred"):
+    if remembered in HISTORY_SOURCE_NAMES:
         return remembered
     return "journal" if journal_readable() else "inferred"

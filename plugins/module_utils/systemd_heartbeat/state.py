@@ -15,7 +15,7 @@ import zlib
 # bool is not a count), and the checks run for every field of every record at every tick.
 
 from .syscalls import is_regular, join
-from .model import DROP_REASONS, HeartbeatError
+from .model import DROP_REASONS, HISTORY_SOURCE_NAMES, HeartbeatError
 from .values import INT_MAX, is_cursor, is_finite, is_result
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
@@ -316,11 +316,6 @@ INTERVAL_MAX = 10 * 366 * 86400.0  # the longest timer period or calendar gap th
 COUNT_MAX = 1 << 53  # a drop count past this is not one the heartbeat made
 
 
-def _time(value, now: float) -> bool:
-    """A Unix time in seconds (0: none), as history.py keeps them, not after now (+ slack)."""
-    return type(value) is float and 0 <= value <= now + CLOCK_SLACK
-
-
 # A history record's fields (history.py) and what each must be: a time (0 <= t <= now + slack),
 # a count (NRestarts), an exit code (0 none, 1 exited, 2 killed, 3 dumped), an exit status (an
 # exit code 0-255 or a signal's number), a flag, a result (one of systemd's, or "unknown": a
@@ -408,9 +403,9 @@ def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, n
     wall = memory.get("wall")
     stepped_back = wall - now if isinstance(wall, float) and wall > now + CLOCK_SLACK else 0.0
     checked["units"] = checked_records(memory.get("units"), cap, now, warnings, stepped_back)
-    if _time(wall, now):
+    if field_ok(TIME, wall, now + CLOCK_SLACK):
         checked["wall"] = wall
-    if memory.get("history_source") in ("journal", "inferred"):
+    if memory.get("history_source") in HISTORY_SOURCE_NAMES:
         checked["history_source"] = memory["history_source"]
     return checked
 
