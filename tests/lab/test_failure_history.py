@@ -211,6 +211,14 @@ def test_a_service_systemd_gave_up_on_says_why_and_that_it_gave_up(lab, host, vi
                lambda: show(lab, host, "history-gone.service", "ActiveState")["ActiveState"] == "failed",
                timeout=30, step=0.2)
     props = show(lab, host, "history-gone.service", "Result", "ExecMainStatus", "NRestarts", "SubState")
+    # journald stores PID 1's entries a moment after the state changes (a CI run on 252 ticked
+    # before it had the start limit's refusal): a tick then waits for the next one
+    # (test_journal_events.py, waits_for_the_next_tick); this one ticks once they are stored
+    last_run = show(lab, host, "history-gone.service", "InvocationID")["InvocationID"]
+    wait_until("journald to store the start limit's refusal of the last run's restart",
+               lambda: "Failed to start" in sh(lab, host, "journalctl --no-pager -o cat _PID=1 "
+                                                          f"UNIT=history-gone.service INVOCATION_ID={last_run}"),
+               timeout=30, step=0.2)
     samples = tick(lab, host, victoria)
     assert labels_of(samples, "systemd_unit_last_failure_info", "history-gone.service") == {
         "unit": "history-gone.service", "host": f"{host}-history", "result": props["Result"], "exit_code": "exited",

@@ -254,3 +254,52 @@ def test_the_start_limits_repeat_is_no_failure_even_when_the_failure_before_was_
     journal = case(version, "start-limit-on-failure")["journal"]
     refusal = next(i for i, e in enumerate(journal) if e.get("MESSAGE", "").endswith(hb.START_LIMIT_HIT))
     assert hb.failures(journal[refusal:]) == []
+
+
+def unit_at(name: str, entry: dict, state: str, sub: str, restarts: int) -> dict:
+    """A service as the bus reader has it (µs timestamps), its state entered at `entry`'s time."""
+    return {"Unit": name, "LoadState": "loaded", "ActiveState": state, "SubState": sub, "Result": "exit-code",
+            "Restart": "on-failure", "NRestarts": restarts, "ExecMainCode": 1, "ExecMainStatus": 3,
+            "StateChangeTimestamp": int(entry["__REALTIME_TIMESTAMP"])}
+
+
+def history_tick(units: list, memory: dict, journal: list, wall: float) -> dict:
+    """One tick's history (history.observe_history) with the journal holding `journal`; the
+    memory the next tick starts from."""
+    snapshot = hb.Snapshot(units, None, 0.0, wall, 0.0)
+    records = hb.observe_history(snapshot, memory, hb.Deadline(5), FakeJournalctl(journal))
+    return {"units": records, "wall": wall, "history_source": snapshot.history_source}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_failure_journald_has_not_stored_yet_waits_for_the_next_tick(version, monkeypatch):
+    """A CI run on 252: the tick right after the start limit's refusal saw the unit failed before
+    journald had stored the refusal's entries (also 0.2 s later). Inferred, the failure went to
+    the refusal (the state change), 0.5 s after the run that failed, and was counted twice. The
+    unit now waits for the next tick, which reads those entries: one failure per failed run, at
+    its run's "Failed with result", given up on."""
+    import systemd_heartbeat.read_journal as read_journal
+
+    monkeypatch.setattr(read_journal, "journal_readable", lambda: True)
+    journal = case(version, "start-limit-on-failure")["journal"]
+    failed = [e for e in journal if e.get("MESSAGE_ID") == hb.UNIT_FAILED]
+    refusal = next(i for i, e in enumerate(journal) if e.get("MESSAGE", "").endswith(hb.START_LIMIT_HIT))
+    name, last_run = journal[0]["UNIT"], failed[2]  # runs 1-3 exit 3; the start limit refuses the 4th start
+    waiting = unit_at(name, last_run, "activating", "auto-restart", 2)
+    given_up = unit_at(name, journal[refusal], "failed", "failed", 3)
+    memory = history_tick([waiting], {}, journal[:journal.index(last_run) + 1], 100.0)
+    before = memory["units"][name]
+    memory = history_tick([given_up], memory, journal[:refusal], 130.0)  # stored up to the refusal
+    record = memory["units"][name]
+    assert memory["history_source"] == "journal" and record["waited"]
+    assert (record["failed_at"], record["failures"], record["gave_up"]) == (hb.entry_time(last_run), {"exit-code": 3}, False)
+    assert all(record.get(key) == before.get(key) for key in ("changed", "restarts", "pending", "cursor"))
+    memory = history_tick([given_up], memory, journal, 160.0)  # stored now
+    record = memory["units"][name]
+    assert (record["failed_at"], record["failures"], record["gave_up"]) == (hb.entry_time(last_run), {"exit-code": 3}, True)
+    assert "waited" not in record and record["cursor"] == journal[-1]["__CURSOR"]
+    # journald still without them a tick later (lost, rate-limited): inferred, as without a journal
+    memory = history_tick([given_up], history_tick([given_up], {"units": {name: before}, "wall": 100.0,
+                                                                "history_source": "journal"}, journal[:refusal], 130.0),
+                          journal[:refusal], 160.0)
+    assert memory["history_source"] == "inferred" and "waited" not in memory["units"][name]

@@ -19,6 +19,12 @@ A record (a plain dict, so marshal stores it and state.well_formed can check it)
     failed_at   the last failure (0 = none seen), and of that failure:
     result      systemd's Result ("exit-code", "signal", ...; "unknown" when it was seen only
                 through the restart counter), failure_code, failure_status (its exit), gave_up
+    run         that failure's INVOCATION_ID, when the journal named it
+    cursor      where the journal's reading of the unit stopped (read_journal)
+    failures    systemd_unit_failures_total: a count per Result
+    waited      the unit moved, and journald had not stored why yet: `changed`, `restarts`,
+                `pending` and `cursor` are still the ones before, so the next tick reads
+                those entries again (wait_for_journal)
 """
 
 from .model import HISTORY_SOURCE_NAMES
@@ -140,6 +146,7 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None", re
     record (read_journal.Failure, oldest first), or None when the journal was not read for
     it: then the failures are inferred from the state as before."""
     record = dict(before) if before else {}
+    record.pop("waited", None)
     record["changed"] = parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0
     if "ActiveEnterTimestamp" in unit:  # else unchanged since the record (state_changed)
         record["entered"] = parse_timestamp(unit["ActiveEnterTimestamp"]) or 0.0
@@ -210,6 +217,26 @@ def observe_inferred(record: dict, unit: dict, before, previous_look, is_service
         record.pop("run", None)  # not a failure the journal named
 
 
+# What says how far a unit's record has followed systemd (moved, unexplained_restarts, the
+# journal's cursor): kept as it was while the journal's entries are awaited.
+FOLLOWED = ("changed", "restarts", "pending", "cursor")
+
+
+def wait_for_journal(record: dict, before: dict) -> dict:
+    """The record of a unit that moved while journald had not stored the entries that say why
+    (read_journal.JournalReading.waiting): what systemd shows now (its exit, when it became
+    active) is taken, no failure is counted or inferred, and what says how far the record has
+    followed systemd stays as it was, so that the next tick sees the unit moved and reads
+    the same entries again. Once: a unit that waited already is inferred."""
+    for key in FOLLOWED:
+        if key in before:
+            record[key] = before[key]
+        else:
+            record.pop(key, None)
+    record["waited"] = True
+    return record
+
+
 def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None) -> dict[str, dict]:
     """A record per unit of this tick; units no longer reported are forgotten. `recorded`:
     the journal's failures of the units it was read for (read_journal.recorded_failures)."""
@@ -240,9 +267,12 @@ def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = 
     snapshot.history_source = remembered_source(reading.source, memory.get("history_source"))
     snapshot.warnings += reading.warnings
     recorded = reading.recorded
+    recorded.update(dict.fromkeys(reading.waiting, ()))
     if snapshot.history_source == "journal":  # a unit that did not move had no failure: nothing to infer
         recorded.update(dict.fromkeys({str(u["Unit"]) for u in snapshot.units} - {str(u["Unit"]) for u in changed}, ()))
     records = observe_all(snapshot.units, memory, recorded)
+    for name in reading.waiting:
+        records[name] = wait_for_journal(records[name], before[name])
     for name, cursor in reading.cursors.items():
         if cursor:
             records[name]["cursor"] = cursor

@@ -240,21 +240,25 @@ def explained(unit: dict, before: "dict | None", entries: list[dict]) -> bool:
 
 class JournalReading:
     """What one tick read of the journal: `recorded` (unit -> its failures, oldest first, for
-    each unit whose record the journal explains), `cursors` (unit -> cursor of the last entry
-    read for it), `source` ("journal", "inferred", or None when nothing moved and the journal
-    was not asked), `warnings`."""
+    each unit whose record the journal explains), `waiting` (units whose entries journald has
+    not stored yet: their records wait for the next tick, history.wait_for_journal),
+    `cursors` (unit -> cursor of the last entry read for it), `source` ("journal",
+    "inferred", or None when nothing moved and the journal was not asked), `warnings`."""
 
-    __slots__ = ("recorded", "cursors", "source", "warnings")
+    __slots__ = ("recorded", "waiting", "cursors", "source", "warnings")
 
     def __init__(self):
-        self.recorded, self.cursors, self.source, self.warnings = {}, {}, None, []
+        self.recorded, self.waiting, self.cursors, self.source, self.warnings = {}, set(), {}, None, []
 
 
 def read_failures(units: list[dict], records: dict, previous_look: "float | None", deadline, run=None,
-                  settle: float = 0.2, readable=journal_readable) -> JournalReading:
+                  settle: float = 0.2, readable=None) -> JournalReading:
     """The journal's failures of `units` (those that moved since their records: history.moved),
     in one journalctl (and once more, `settle` s later, for units whose entries journald had
-    not stored yet).
+    not stored yet). A unit with a record whose entries are still missing then waits for the
+    next tick, once (`waiting`): journald under load can take longer than `settle`, and a
+    failure inferred now would be placed at the state change (a start limit's refusal, not
+    the run that failed) and counted again when its entries are read.
     Within half of what is left of the tick's deadline: a journal slower than that costs the
     exactness of this tick (the failures are inferred), not the tick."""
     from .model import Deadline
@@ -264,7 +268,7 @@ def read_failures(units: list[dict], records: dict, previous_look: "float | None
     if not names:
         return reading
     reading.source = "inferred"
-    if not readable():
+    if not (readable or journal_readable)():
         return reading
     if run is None:  # journalctl as a child process, as systemctl is (imports os: only now)
         from .read_systemctl import run_command as run
@@ -289,10 +293,13 @@ def read_failures(units: list[dict], records: dict, previous_look: "float | None
     for name in names:
         if explained(by_name[name], records.get(name), entries[name]):
             reading.recorded[name] = failures(entries[name], last_failure(records.get(name)))
+        elif name in records and not records[name].get("waited"):
+            reading.waiting.add(name)
+            continue  # its cursor stays where it was: the next tick reads these entries again
         if entries[name]:
             reading.cursors[name] = entries[name][-1].get("__CURSOR") if is_cursor(entries[name][-1].get("__CURSOR")) \
                 else None
-    reading.source = "journal" if len(reading.recorded) == len(names) else "inferred"
+    reading.source = "journal" if len(reading.recorded) + len(reading.waiting) == len(names) else "inferred"
     return reading
 
 

@@ -327,7 +327,7 @@ RECORD_FIELDS = {
     "changed": TIME, "entered": TIME, "failed_at": TIME, "restarts": COUNT,
     "pending": FLAG, "gave_up": FLAG, "exit_code": EXIT_CODE, "exit_status": EXIT_STATUS,
     "failure_code": EXIT_CODE, "failure_status": EXIT_STATUS, "result": RESULT,
-    "cursor": CURSOR, "failures": COUNTS, "run": RUN,
+    "cursor": CURSOR, "failures": COUNTS, "run": RUN, "waited": FLAG,
 }
 
 
