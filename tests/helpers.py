@@ -49,7 +49,7 @@ def install_heartbeat(lab, host: str) -> str:
 
 
 PACKAGE_PARENT = ROOT / "plugins/module_utils"
-STAGES = ("model", "syscalls", "text", "units", "values", "history", "bus_wire", "read_bus", "read_systemctl", "read_journal", "read", "shape", "otlp",
+STAGES = ("model", "syscalls", "text", "units", "values", "triggers", "history", "bus_wire", "read_bus", "read_systemctl", "read_journal", "read", "shape", "otlp",
           "push", "state", "spool", "cli")
 
 

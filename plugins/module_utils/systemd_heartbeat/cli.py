@@ -220,8 +220,18 @@ def format_value(value: "float | None") -> str:
 
 
 def format_sample(sample: tuple) -> str:
-    """Prometheus text style: name{label="value",...} value."""
-    name, _kind, labels, value = sample
+    """Prometheus text style: name{label="value",...} value; a histogram as the series
+    VictoriaMetrics makes of it (name_bucket{le} cumulative, name_sum, name_count), a line each."""
+    name, kind, labels, value = sample
+    if kind == "histogram":
+        if value is None:
+            return "\n".join(format_sample((name + suffix, "counter", labels, None)) for suffix in ("_count", "_sum"))
+        count, total, counts, bounds = value
+        cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
+        lines = [format_sample((f"{name}_bucket", "counter", labels + (("le", bound),), float(n)))
+                 for bound, n in zip([f"{b:g}" for b in bounds] + ["+Inf"], cumulative)]
+        return "\n".join(lines + [format_sample((f"{name}_sum", "gauge", labels, total)),
+                                  format_sample((f"{name}_count", "counter", labels, float(count)))])
     text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
     line = one_line(f"{name}{{{text}}} {format_value(value)}")
     if value is None:

@@ -22,12 +22,18 @@ A record (a plain dict, so marshal stores it and state.well_formed can check it)
     run         that failure's INVOCATION_ID, when the journal named it
     cursor      where the journal's reading of the unit stopped (read_journal)
     failures    systemd_unit_failures_total: a count per Result
+    successes   a service's runs that ended well (systemd_timer_runs_total{result="success"}
+                of the timers that start it), succeeded_at: when the last one ended,
+                exit_seen: ExecMainExitTimestamp at the last look, started_run: the
+                INVOCATION_ID of the last run the journal showed beginning
     waited      the unit moved, and journald had not stored why yet: `changed`, `restarts`,
                 `pending` and `cursor` are still the ones before, so the next tick reads
                 those entries again (wait_for_journal)
+A timer's record follows its triggers too (triggers.py).
 """
 
 from .model import HISTORY_SOURCE_NAMES
+from .triggers import next_elapse, observe_timer, triggered_unit
 from .units import unit_type
 from .values import USEC_NEVER, as_int, is_count, is_exit_status, parse_timestamp, same_moment
 
@@ -140,11 +146,12 @@ def count_failure(record: dict, result: str, times: int = 1) -> None:
     counts[result] = counts.get(result, 0) + times
 
 
-def observe(unit: dict, before: "dict | None", previous_look: "float | None", recorded=None) -> dict:
+def observe(unit: dict, before: "dict | None", previous_look: "float | None", recorded=None, runs=None) -> dict:
     """This tick's record of one unit: what systemd says now, and what it forgot carried over
     from the record before. `recorded`: the failures systemd's journal recorded since the
     record (read_journal.Failure, oldest first), or None when the journal was not read for
-    it: then the failures are inferred from the state as before."""
+    it: then the failures are inferred from the state as before; `runs`: its runs in those
+    entries (read_journal.Runs; None: none read)."""
     record = dict(before) if before else {}
     record.pop("waited", None)
     record["changed"] = parse_timestamp(unit.get("StateChangeTimestamp")) or 0.0
@@ -167,6 +174,8 @@ def observe(unit: dict, before: "dict | None", previous_look: "float | None", re
         observe_recorded(record, unit, recorded)
     else:
         observe_inferred(record, unit, before, previous_look, is_service, code, status, restarts)
+    if is_service:
+        observe_successes(record, unit, before, recorded is not None, runs)
     if restarts is not None:
         record["restarts"] = restarts
         if str(unit.get("SubState", "")) in RESTART_NOT_COUNTED:
@@ -192,6 +201,44 @@ def observe_recorded(record: dict, unit: dict, recorded: list) -> None:
             record.pop("run", None)
         record["failure_code"], record["failure_status"] = last.exit_code, last.exit_status
         record["gave_up"] = last.gave_up and unit.get("SubState") == "failed"
+
+
+def observe_successes(record: dict, unit: dict, before: "dict | None", journal: bool, runs) -> None:
+    """A service's runs that ended well: from the journal's "Deactivated successfully." where
+    it was read; else a run seen ended (ExecMainExitTimestamp moved since the last look) with
+    Result success: one, however many ended between the two looks. The first look counts
+    none. The runs that began since the last look, each once (started_run), are this tick's
+    `new_starts` (history.observe_timers)."""
+    record.setdefault("successes", 0)
+    exited = parse_timestamp(unit.get("ExecMainExitTimestamp"))
+    if runs is not None:
+        if runs.succeeded:
+            record["successes"] += len(runs.succeeded)
+            record["succeeded_at"] = max(runs.succeeded[-1], record.get("succeeded_at", 0.0))
+        fresh = [start for start in runs.started if start[1] != record.get("started_run")]
+        if fresh and fresh[-1][1]:
+            record["started_run"] = fresh[-1][1]
+        record["new_starts"] = [start[0] for start in fresh]
+    elif (not journal and before is not None and exited is not None and exited > before.get("exit_seen", 0.0)
+          and unit.get("Result") == "success" and unit.get("ActiveState") not in ACTIVE):
+        record["successes"] += 1
+        record["succeeded_at"] = exited
+    if exited is not None:
+        record["exit_seen"] = exited
+
+
+def observe_timers(records: dict, units: list[dict], before: dict, wall: float, monotonic: float) -> None:
+    """Each timer's triggers and their lateness (triggers.observe_timer), with the runs of its
+    service that began since the last look (when the journal was read for it)."""
+    for unit in units:
+        name = str(unit["Unit"])
+        if unit_type(name) != "timer" or unit.get("LoadState") == "not-found":
+            continue
+        service = triggered_unit(unit) or records[name].get("service")
+        observe_timer(records[name], before.get(name), unit, next_elapse(unit, wall, monotonic),
+                      parse_timestamp(unit.get("LastTriggerUSec")), records.get(service, {}).get("new_starts"), wall)
+    for record in records.values():
+        record.pop("new_starts", None)
 
 
 def observe_inferred(record: dict, unit: dict, before, previous_look, is_service: bool, code, status, restarts) -> None:
@@ -237,12 +284,18 @@ def wait_for_journal(record: dict, before: dict) -> dict:
     return record
 
 
-def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None) -> dict[str, dict]:
+def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None, runs: "dict | None" = None,
+                clock: "tuple[float, float] | None" = None) -> dict[str, dict]:
     """A record per unit of this tick; units no longer reported are forgotten. `recorded`:
-    the journal's failures of the units it was read for (read_journal.recorded_failures)."""
-    before, previous_look, recorded = memory.get("units", {}), memory.get("wall"), recorded or {}
-    return {str(unit["Unit"]): observe(unit, before.get(str(unit["Unit"])), previous_look,
-                                       recorded.get(str(unit["Unit"]))) for unit in units}
+    the journal's failures of the units it was read for (read_journal.read_failures), `runs`
+    their runs; `clock`: the snapshot's wall and monotonic time, to follow timers by."""
+    before, previous_look, recorded, runs = memory.get("units", {}), memory.get("wall"), recorded or {}, runs or {}
+    records = {str(unit["Unit"]): observe(unit, before.get(str(unit["Unit"])), previous_look,
+                                          recorded.get(str(unit["Unit"])), runs.get(str(unit["Unit"])))
+               for unit in units}
+    if clock:
+        observe_timers(records, units, before, *clock)
+    return records
 
 
 def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = True) -> dict[str, dict]:
@@ -251,7 +304,7 @@ def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = 
     its record; sets snapshot.history_source ("journal" or "inferred")."""
     if not journal:
         snapshot.history_source = "inferred"
-        return observe_all(snapshot.units, memory)
+        return observe_all(snapshot.units, memory, clock=(snapshot.wall, snapshot.monotonic))
     before = memory.get("units", {})
     changed = [unit for unit in snapshot.units if moved(unit, before.get(str(unit["Unit"])))]
     if not changed and memory.get("history_source") in HISTORY_SOURCE_NAMES:
@@ -260,7 +313,7 @@ def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = 
         snapshot.history_source = memory["history_source"]
         recorded = dict.fromkeys((str(u["Unit"]) for u in snapshot.units), ()) \
             if snapshot.history_source == "journal" else None
-        return observe_all(snapshot.units, memory, recorded)
+        return observe_all(snapshot.units, memory, recorded, clock=(snapshot.wall, snapshot.monotonic))
     from .read_journal import read_failures, remembered_source
 
     reading = read_failures(changed, before, memory.get("wall"), deadline, run)
@@ -270,7 +323,7 @@ def observe_history(snapshot, memory: dict, deadline, run=None, journal: bool = 
     recorded.update(dict.fromkeys(reading.waiting, ()))
     if snapshot.history_source == "journal":  # a unit that did not move had no failure: nothing to infer
         recorded.update(dict.fromkeys({str(u["Unit"]) for u in snapshot.units} - {str(u["Unit"]) for u in changed}, ()))
-    records = observe_all(snapshot.units, memory, recorded)
+    records = observe_all(snapshot.units, memory, recorded, reading.runs, (snapshot.wall, snapshot.monotonic))
     for name in reading.waiting:
         records[name] = wait_for_journal(records[name], before[name])
     for name, cursor in reading.cursors.items():

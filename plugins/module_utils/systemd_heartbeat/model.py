@@ -5,8 +5,10 @@
               systemctl's text: values.py parses both), plus "Unit" (the name the metrics
               carry) and "Allowlisted"
     Snapshot  what one collection saw (read -> shape)
-    Sample    (metric name, kind "gauge" | "counter", labels: tuple of (key, value), value:
-              float, or None for a staleness marker)            (shape -> otlp, state, cli)
+    Sample    (metric name, kind "gauge" | "counter" | "histogram", labels: tuple of (key,
+              value), value: float, a histogram's (count, sum, bucket counts, bounds)
+              (triggers.lateness_histogram), or None for a staleness marker)
+                                                                (shape -> otlp, state, cli)
 """
 import time
 

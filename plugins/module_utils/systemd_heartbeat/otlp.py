@@ -62,6 +62,33 @@ def _number_data_point(labels: tuple, value: "float | None", time_ns: bytes, att
     return body + _TIME_TAG + time_ns + _DOUBLE_TAG + struct.pack("<d", value)
 
 
+# HistogramDataPoint { fixed64 time_unix_nano = 3; fixed64 count = 4; optional double sum = 5;
+#   repeated fixed64 bucket_counts = 6; repeated double explicit_bounds = 7;
+#   repeated KeyValue attributes = 9; uint32 flags = 10; }
+# Repeated scalars are packed: one length-delimited field holding the values back to back.
+_HISTOGRAM_COUNT_TAG, _HISTOGRAM_SUM_TAG = _tag(4, 1), _tag(5, 1)
+_HISTOGRAM_NO_VALUE = _tag(10, 0) + _varint(1)
+
+
+def _histogram_data_point(labels: tuple, value: "tuple | None", time_ns: bytes, attributes: dict) -> bytes:
+    """`value`: (count, sum, per-bucket counts (not cumulative: one more than bounds), bounds);
+    None for a staleness marker. VictoriaMetrics stores it as name_bucket{le}, _sum, _count."""
+    body = b"".join([attributes.get(("h",) + pair) or attributes.setdefault(("h",) + pair,
+                                                                         _bytes_field(9, _key_value(*pair)))
+                     for pair in labels]) + _TIME_TAG + time_ns
+    if value is None:
+        return body + _HISTOGRAM_NO_VALUE
+    count, total, counts, bounds = value
+    return (body + _HISTOGRAM_COUNT_TAG + struct.pack("<Q", count) + _HISTOGRAM_SUM_TAG + struct.pack("<d", total)
+            + _bytes_field(6, struct.pack(f"<{len(counts)}Q", *counts))
+            + _bytes_field(7, struct.pack(f"<{len(bounds)}d", *bounds)))
+
+
+def _histogram(points: list[bytes]) -> bytes:
+    # Histogram { repeated HistogramDataPoint data_points = 1; AggregationTemporality = 2; }
+    return b"".join(_bytes_field(1, point) for point in points) + _tag(2, 0) + _varint(2)
+
+
 def _gauge(points: list[bytes]) -> bytes:
     # Gauge { repeated NumberDataPoint data_points = 1; }
     return b"".join(_bytes_field(1, point) for point in points)
@@ -76,11 +103,13 @@ def _monotonic_sum(points: list[bytes]) -> bytes:
 
 
 def _metric(name: str, kind: str, points: list[bytes]) -> bytes:
-    # Metric { string name = 1; Gauge gauge = 5; Sum sum = 7; }
+    # Metric { string name = 1; Gauge gauge = 5; Sum sum = 7; Histogram histogram = 9; }
     # No unit (3) and no description (2): with -opentelemetry.usePrometheusNaming
     # VictoriaMetrics would append unit words to the name; without a unit the stored
     # name is the one written here either way.
-    data = _bytes_field(7, _monotonic_sum(points)) if kind == "counter" else _bytes_field(5, _gauge(points))
+    # Histogram histogram = 9;
+    data = (_bytes_field(7, _monotonic_sum(points)) if kind == "counter" else
+            _bytes_field(9, _histogram(points)) if kind == "histogram" else _bytes_field(5, _gauge(points)))
     return _string_field(1, name) + data
 
 
@@ -98,7 +127,8 @@ def encode_request(samples: list[tuple], resource: dict[str, str], time_ns: int)
     grouped: dict[tuple[str, str], list[bytes]] = {}
     attributes: dict[tuple[str, str], bytes] = {}
     for name, kind, labels, value in samples:
-        grouped.setdefault((name, kind), []).append(_number_data_point(labels, value, stamp, attributes))
+        point = _histogram_data_point if kind == "histogram" else _number_data_point
+        grouped.setdefault((name, kind), []).append(point(labels, value, stamp, attributes))
     metrics = b"".join(_bytes_field(2, _metric(name, kind, points))
                        for (name, kind), points in grouped.items())
     attributes = b"".join(_bytes_field(1, _key_value(k, v)) for k, v in resource.items())

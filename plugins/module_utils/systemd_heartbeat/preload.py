@@ -18,7 +18,7 @@ import sys
 BUNDLE = "systemd_heartbeat.preload"
 # what every tick imports, each after what it imports (modules a tick may not need, such as
 # read_systemctl, spool and https, stay lazy imports from the package directory)
-HOT_PATH = ("model", "syscalls", "text", "units", "values", "history", "bus_wire", "read_bus", "read", "shape", "state",
+HOT_PATH = ("model", "syscalls", "text", "units", "values", "triggers", "history", "bus_wire", "read_bus", "read", "shape", "state",
             "otlp", "push", "cli")
 
 

@@ -49,7 +49,8 @@ BUS_PROPERTIES = {
                 (SERVICE_INTERFACE, "ExecMainStatus")),
     "timer": ((TIMER_INTERFACE, "LastTriggerUSec"), (TIMER_INTERFACE, "NextElapseUSecRealtime"),
               (TIMER_INTERFACE, "NextElapseUSecMonotonic"), (TIMER_INTERFACE, "TimersMonotonic"),
-              (TIMER_INTERFACE, "TimersCalendar"), (UNIT_INTERFACE, "ActiveEnterTimestamp")),
+              (TIMER_INTERFACE, "TimersCalendar"), (UNIT_INTERFACE, "ActiveEnterTimestamp"),
+              (UNIT_INTERFACE, "Triggers")),
 }
 # Not asked either when the first round found the unit's state never changed since systemd
 # loaded it (StateChangeTimestamp 0): it never started nor stopped, so these are all 0. That is
@@ -95,6 +96,7 @@ PROPERTY_CHECKS = {
     "NRestarts": _INTEGER, "ExecMainCode": _INTEGER, "ExecMainStatus": _INTEGER,
     "Type": _is_string, "Result": is_result, "Restart": is_restart_policy,
     "TimersMonotonic": _timers((str, int, int)), "TimersCalendar": _timers((str, str, int)),
+    "Triggers": lambda value: isinstance(value, list) and all(isinstance(name, str) for name in value),
 }
 
 

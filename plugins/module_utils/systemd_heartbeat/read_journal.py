@@ -11,6 +11,11 @@ their record (history.moved): a steady tick never runs journalctl. PID 1's struc
     d9b373ed55a64feb8242e02dbe79a49c  "Failed with result": UNIT_RESULT
     5eb03494b6584870a536b337290809b3  "Scheduled restart job, restart counter is at N": N_RESTARTS
     (no MESSAGE_ID)                   "Start request repeated too quickly.": the start limit
+    7ad2d189f7e94e70a38c781354912448  "Deactivated successfully.": a run that ended well
+    7d4958e842da4a758f6c1cdc7b36dcc5  "Starting X..." (JOB_TYPE=start): a run begins (a job
+                                      that waits: oneshot, ExecStartPre)
+    39f53479d3a045ac8e11786248231fbf  "Started X" / "Finished X" (JOB_TYPE=start): a run
+                                      began (without a "Starting") / a oneshot's run ended
 
 Each entry carries the run's INVOCATION_ID. At a start-limit hit systemd logs "Failed with
 result" a second time for the same run: that is the same failure, now given up on.
@@ -24,6 +29,9 @@ from .values import as_int, is_cursor, is_result, parse_timestamp, same_moment
 PROCESS_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
 UNIT_FAILED = "d9b373ed55a64feb8242e02dbe79a49c"
 RESTART_SCHEDULED = "5eb03494b6584870a536b337290809b3"
+UNIT_SUCCEEDED = "7ad2d189f7e94e70a38c781354912448"
+JOB_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
+JOB_DONE = "39f53479d3a045ac8e11786248231fbf"
 START_LIMIT_HIT = "Start request repeated too quickly."
 EXIT_CODES = {"exited": 1, "killed": 2, "dumped": 3}  # EXIT_CODE as systemd words it -> ExecMainCode
 OUTPUT_MAX = 16 << 20  # a reading past this is not one tick's events: the tick infers instead
@@ -125,6 +133,36 @@ def failures(entries: list[dict], before: "Failure | None" = None) -> list[Failu
             if found:
                 found[-1].gave_up = True
     return found
+
+
+class Runs:
+    """A unit's runs in the entries read: when each began (`started`: (time, INVOCATION_ID),
+    each run once) and when each that ended well ended (`succeeded`: times), oldest first."""
+
+    __slots__ = ("started", "succeeded")
+
+    def __init__(self, started: list, succeeded: list):
+        self.started, self.succeeded = started, succeeded
+
+
+def runs(entries: list[dict]) -> Runs:
+    """A run begins with its start job's "Starting" or, for a job that does not wait, its
+    "Started" (a new INVOCATION_ID: "Finished", a oneshot's end, repeats the "Starting"'s);
+    it ended well with "Deactivated successfully." (PID 1's words are never translated)."""
+    started, succeeded, seen = [], [], set()
+    for entry in entries:
+        message_id, at = entry.get("MESSAGE_ID"), entry_time(entry)
+        if at is None:
+            continue
+        if message_id == UNIT_SUCCEEDED:
+            succeeded.append(at)
+        elif entry.get("JOB_TYPE") == "start" and (message_id == JOB_STARTING or (
+                message_id == JOB_DONE and entry.get("MESSAGE", "").startswith("Started "))):
+            run = entry.get("INVOCATION_ID", "")
+            if run not in seen:
+                seen.add(run)
+                started.append((at, run))
+    return Runs(started, succeeded)
 
 
 def last_failure(record: "dict | None") -> "Failure | None":
@@ -242,13 +280,14 @@ class JournalReading:
     """What one tick read of the journal: `recorded` (unit -> its failures, oldest first, for
     each unit whose record the journal explains), `waiting` (units whose entries journald has
     not stored yet: their records wait for the next tick, history.wait_for_journal),
-    `cursors` (unit -> cursor of the last entry read for it), `source` ("journal",
+    `runs` (unit -> its Runs in the entries, for the same units), `cursors` (unit -> cursor of
+    the last entry read for it), `source` ("journal",
     "inferred", or None when nothing moved and the journal was not asked), `warnings`."""
 
-    __slots__ = ("recorded", "waiting", "cursors", "source", "warnings")
+    __slots__ = ("recorded", "runs", "waiting", "cursors", "source", "warnings")
 
     def __init__(self):
-        self.recorded, self.waiting, self.cursors, self.source, self.warnings = {}, set(), {}, None, []
+        self.recorded, self.runs, self.waiting, self.cursors, self.source, self.warnings = {}, {}, set(), {}, None, []
 
 
 def read_failures(units: list[dict], records: dict, previous_look: "float | None", deadline, run=None,
@@ -293,6 +332,7 @@ def read_failures(units: list[dict], records: dict, previous_look: "float | None
     for name in names:
         if explained(by_name[name], records.get(name), entries[name]):
             reading.recorded[name] = failures(entries[name], last_failure(records.get(name)))
+            reading.runs[name] = runs(entries[name])
         elif name in records and not records[name].get("waited"):
             reading.waiting.add(name)
             continue  # its cursor stays where it was: the next tick reads these entries again

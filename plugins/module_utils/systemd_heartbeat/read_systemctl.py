@@ -22,7 +22,7 @@ SHOW_PROPERTIES = (
     "ActiveEnterTimestamp", "ActiveExitTimestamp", "InactiveEnterTimestamp", "StateChangeTimestamp",
     "Result", "Restart",
     "LastTriggerUSec", "NextElapseUSecRealtime", "NextElapseUSecMonotonic",
-    "TimersMonotonic", "TimersCalendar",
+    "TimersMonotonic", "TimersCalendar", "Triggers",
 )
 # What the D-Bus reader gets typed and checks (read_bus.PROPERTY_CHECKS) comes here as text: a
 # value that is not one of systemd's is left out, as the bus reader leaves it out, so both

@@ -15,7 +15,9 @@ Metrics (labels: unit, host; exact definitions in README.md):
   systemd_unit_seconds_since_active       see seconds_since_active()
   systemd_unit_state_change_timestamp_seconds
   systemd_timer_last_trigger_timestamp_seconds, systemd_timer_next_elapse_timestamp_seconds,
-  systemd_timer_interval_seconds
+  systemd_timer_interval_seconds, systemd_timer_triggers_total,
+  systemd_timer_last_trigger_lateness_seconds, systemd_timer_trigger_lateness_seconds (histogram),
+  systemd_timer_runs_total{service,result}, systemd_timer_last_success_timestamp_seconds
   systemd_boot_timestamp_seconds          when the service manager started: the boot
   systemd_heartbeat_up, systemd_heartbeat_collect_duration_seconds,
   systemd_heartbeat_units_reported, systemd_heartbeat_units_failed,
@@ -24,6 +26,7 @@ Metrics (labels: unit, host; exact definitions in README.md):
 """
 from .history import EXIT_CODES, observe, observe_all
 from .model import DROP_REASONS, Snapshot
+from .triggers import lateness_histogram, next_elapse
 from .units import unique, unit_type
 from .values import as_int, parse_timer_settings, parse_timespan, parse_timestamp
 
@@ -78,14 +81,6 @@ def calendar_expressions(units: list[dict], known: dict) -> list[str]:
     return unique(wanted)
 
 
-def next_elapse(unit: dict, wall: float, monotonic: float) -> "float | None":
-    """When the timer fires next, on the wall clock; a monotonic elapse is converted."""
-    realtime = parse_timestamp(unit.get("NextElapseUSecRealtime", ""))
-    relative = parse_timespan(unit.get("NextElapseUSecMonotonic", ""))
-    candidates = [t for t in (realtime, relative and wall + relative - monotonic) if t]
-    return min(candidates) if candidates else None
-
-
 def seconds_since_active(unit: dict, now: float, manager_start: "float | None") -> "float | None":
     """How long ago the unit last did its job; the stale-timer and stuck-job signal.
 
@@ -118,8 +113,10 @@ def seconds_since_active(unit: dict, now: float, manager_start: "float | None") 
 
 
 def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval: "float | None" = None,
-                 calendar: "dict | None" = None, record: "dict | None" = None) -> list[tuple]:
-    """Every sample one unit contributes; `record` is its history this tick (history.observe)."""
+                 calendar: "dict | None" = None, record: "dict | None" = None,
+                 service: "dict | None" = None) -> list[tuple]:
+    """Every sample one unit contributes; `record` is its history this tick (history.observe),
+    `service`: a timer's service's (its runs)."""
     now, manager_start = snapshot.wall, snapshot.manager_start
     name = str(unit["Unit"])
     kind = unit_type(name)
@@ -171,6 +168,26 @@ def unit_samples(unit: dict, host: str, snapshot: Snapshot, remembered_interval:
         interval = timer_interval(unit, remembered_interval, calendar or {})
         if interval is not None:
             samples.append(("systemd_timer_interval_seconds", "gauge", base, interval))
+        samples += trigger_samples(record, base, service)
+    return samples
+
+
+def trigger_samples(record: dict, base: tuple, service: "dict | None") -> list[tuple]:
+    """A timer's triggers and how late they came (triggers.py); the runs of its service, by
+    Result ("success" for a run that ended well), when the service is reported too."""
+    samples = [("systemd_timer_triggers_total", "counter", base, float(record.get("triggers", 0))),
+               ("systemd_timer_trigger_lateness_seconds", "histogram", base, lateness_histogram(record))]
+    if "lateness" in record:
+        samples.append(("systemd_timer_last_trigger_lateness_seconds", "gauge", base, record["lateness"]))
+    if service is None or "service" not in record:
+        return samples
+    runs = base + (("service", record["service"]),)
+    samples.append(("systemd_timer_runs_total", "counter", runs + (("result", "success"),),
+                    float(service.get("successes", 0))))
+    for result, count in sorted(service.get("failures", {}).items()):
+        samples.append(("systemd_timer_runs_total", "counter", runs + (("result", result),), float(count)))
+    if service.get("succeeded_at"):
+        samples.append(("systemd_timer_last_success_timestamp_seconds", "gauge", base, service["succeeded_at"]))
     return samples
 
 
@@ -221,11 +238,12 @@ def shape(snapshot: Snapshot, host: str, memory: "dict | None" = None, records: 
     memory = memory or {}
     intervals, calendar = memory.get("intervals", {}), memory.get("calendar", {})
     if records is None:
-        records = observe_all(snapshot.units, memory)
+        records = observe_all(snapshot.units, memory, clock=(snapshot.wall, snapshot.monotonic))
     samples = []
     for unit in snapshot.units:
-        samples.extend(unit_samples(unit, host, snapshot, intervals.get(unit["Unit"]), calendar,
-                                    records.get(str(unit["Unit"]))))
+        record = records.get(str(unit["Unit"]))
+        service = records.get(record.get("service", "")) if record and "service" in record else None
+        samples.extend(unit_samples(unit, host, snapshot, intervals.get(unit["Unit"]), calendar, record, service))
     samples.extend(health_samples(host, snapshot.duration, snapshot.units, snapshot.manager_start,
                                   snapshot.history_source))
     return samples

@@ -16,6 +16,8 @@ import zlib
 
 from .syscalls import is_regular, join
 from .model import DROP_REASONS, HISTORY_SOURCE_NAMES, HeartbeatError
+from .triggers import LATENESS_BOUNDS
+from .units import is_unit_name
 from .values import INT_MAX, is_cursor, is_finite, is_result
 
 # marshal, not json: json imports re (with enum, functools, collections), 4 ms of every tick.
@@ -322,12 +324,18 @@ COUNT_MAX = 1 << 53  # a drop count past this is not one the heartbeat made
 # failure seen only through NRestarts). A record with a field that is not is dropped whole (a
 # warning names it): a record is one unit's story, and half of one (a failure time without its
 # reason) would be pushed as a different story.
-TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT, CURSOR, COUNTS, RUN = range(9)
+# A timer's (triggers.py): the unit it starts, an elapse (which lies ahead: up to INTERVAL_MAX),
+# a lateness (either sign, up to INTERVAL_MAX), the lateness histogram's bucket counts and sum.
+TIME, COUNT, EXIT_CODE, EXIT_STATUS, FLAG, RESULT, CURSOR, COUNTS, RUN, UNIT_NAME, SCHEDULE, SECONDS, BUCKETS, \
+    SECONDS_SUM = range(14)
 RECORD_FIELDS = {
     "changed": TIME, "entered": TIME, "failed_at": TIME, "restarts": COUNT,
     "pending": FLAG, "gave_up": FLAG, "exit_code": EXIT_CODE, "exit_status": EXIT_STATUS,
     "failure_code": EXIT_CODE, "failure_status": EXIT_STATUS, "result": RESULT,
     "cursor": CURSOR, "failures": COUNTS, "run": RUN, "waited": FLAG,
+    "successes": COUNT, "succeeded_at": TIME, "exit_seen": TIME, "started_run": RUN,
+    "service": UNIT_NAME, "triggers": COUNT, "triggered_at": TIME, "scheduled": SCHEDULE, "lateness": SECONDS,
+    "late_counts": BUCKETS, "late_sum": SECONDS_SUM,
 }
 
 
@@ -348,6 +356,17 @@ def field_ok(kind: int, value, latest: float) -> bool:
         return is_cursor(value)
     if kind == RUN:  # the last failure's INVOCATION_ID (128 bits in hex), as the journal has it
         return type(value) is str and len(value) <= 32 and value.isascii() and value.isalnum()
+    if kind == UNIT_NAME:
+        return type(value) is str and is_unit_name(value)
+    if kind == SCHEDULE:
+        return type(value) is float and 0 <= value <= latest + INTERVAL_MAX
+    if kind == SECONDS:
+        return type(value) is float and -INTERVAL_MAX <= value <= INTERVAL_MAX
+    if kind == SECONDS_SUM:
+        return type(value) is float and -INTERVAL_MAX * INT_MAX <= value <= INTERVAL_MAX * INT_MAX
+    if kind == BUCKETS:
+        return type(value) is tuple and len(value) == len(LATENESS_BOUNDS) + 1 and all(
+            type(n) is int and 0 <= n <= INT_MAX for n in value)
     if kind == COUNTS:  # systemd_unit_failures_total: a count per Result
         return type(value) is dict and len(value) <= 32 and all(
             (k == "unknown" or is_result(k)) and type(n) is int and 0 <= n <= INT_MAX for k, n in value.items())
@@ -390,7 +409,7 @@ def well_formed(memory, cap: int = MAX_SERIES, warnings: "list | None" = None, n
         raise BadStateFile(f"{len(series)} series, more than the {cap} its --timeout allows")
     checked = {"series": [entry for entry in series  # _is_series, inline: it runs for every series
                           if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], str)
-                          and entry[1] in ("gauge", "counter") and isinstance(entry[2], tuple)]
+                          and entry[1] in ("gauge", "counter", "histogram") and isinstance(entry[2], tuple)]
                if isinstance(series, (list, tuple)) else []}
     for key in ("intervals", "calendar"):
         table = memory.get(key)
