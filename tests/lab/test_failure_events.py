@@ -14,7 +14,7 @@ import shlex
 import pytest
 
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
-from helpers import install_heartbeat
+from helpers import heartbeat_host
 from lab import wait_until
 from test_failure_history import dry_run, remove_units, sh, show, unit_files, value
 
@@ -143,10 +143,7 @@ FLAGS = " ".join(f"--unit {shlex.quote(name)}" for name in ALLOWLIST)
 
 @pytest.fixture(scope="module", params=HOSTS)
 def host(request, lab):
-    name = request.param
-    if "trixie" in name:
-        request.getfixturevalue("trixie")
-    install_heartbeat(lab, name)
+    name = heartbeat_host(request, lab)
     sh(lab, name, "\n".join(["set -e", f"rm -rf {STATE} {LOGS}; mkdir -p {STATE} {LOGS}"] + install_scripts()
                             + unit_files(UNITS) + ["systemctl daemon-reload", enable(UNITS)]))
     yield name
