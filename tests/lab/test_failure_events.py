@@ -91,6 +91,9 @@ RESTART_POLICIES = {
     "events-limit-abort.service": (f"ExecStart={killed()}\nRestart=on-abort\nRestartSec=200ms", True),
     "events-limit-onwatchdog.service": (f"{WATCHDOG}\nRestart=on-watchdog\nRestartSec=200ms", True),
     "events-limit-alwayskilled.service": (f"ExecStart={killed()}\nRestart=always\nRestartSec=200ms", True),
+    # RestartForceExitStatus= restarts what on-abort would not
+    "events-limit-forced.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-abort\nRestartSec=200ms\n"
+                                    "RestartForceExitStatus=1", True),
     "events-abnormal-exit.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-abnormal\nRestartSec=200ms", False),
     "events-abort-exit.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-abort\nRestartSec=200ms", False),
     "events-abort-watchdog.service": (f"{WATCHDOG}\nRestart=on-abort\nRestartSec=200ms", False),
