@@ -48,6 +48,16 @@ def install_heartbeat(lab, host: str) -> str:
     return HEARTBEAT_ON_HOST
 
 
+def heartbeat_host(request, lab) -> str:
+    """The lab host a module's `host` fixture is parametrized with (a Debian 13 host booted on
+    first use), with the heartbeat installed."""
+    name = request.param
+    if "trixie" in name:
+        request.getfixturevalue("trixie")
+    install_heartbeat(lab, name)
+    return name
+
+
 PACKAGE_PARENT = ROOT / "plugins/module_utils"
 STAGES = ("model", "syscalls", "text", "units", "values", "triggers", "history", "bus_wire", "read_bus", "read_systemctl", "read_journal", "read", "shape", "otlp",
           "push", "state", "spool", "cli")

@@ -14,7 +14,7 @@ import shlex
 import pytest
 
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
-from helpers import install_heartbeat
+from helpers import heartbeat_host
 from lab import wait_until
 from test_failure_history import dry_run, remove_units, sh, show, unit_files, value
 
@@ -37,6 +37,10 @@ SCRIPT_FILES = {
               f'trap \'echo "exit 143 $(date +%s%6N)" >> $log; exit 143\' TERM\nwhile :; do sleep 0.1; done\n',
     # sleeper.sh UNIT: runs until it is killed (SIGTERM, as a stop sends it, is a clean end)
     "sleeper.sh": f'echo "start $(date +%s%6N)" >> {LOGS}/$1.log\nexec sleep infinity\n',
+    # killed.sh SECONDS UNIT: a run that lives SECONDS, then SIGKILLs itself (Result=signal;
+    # SIGTERM would be a clean end for systemd)
+    "killed.sh": f'log={LOGS}/$2.log\necho "start $(date +%s%6N)" >> $log\nsleep $1\n'
+                 f'echo "signal 9 $(date +%s%6N)" >> $log\nkill -KILL $$\n',
     # job.sh UNIT: a timer's job whose 2nd run exits 1
     "job.sh": f'log={LOGS}/$1.log\nn=$(($(cat {LOGS}/job-n 2>/dev/null || echo 0) + 1)); echo $n > {LOGS}/job-n\n'
               f'echo "start $(date +%s%6N)" >> $log\ns=0; [ $n = 2 ] && s=1\necho "exit $s $(date +%s%6N)" >> $log\n'
@@ -47,6 +51,14 @@ SCRIPT_FILES = {
 def run(status: int, seconds: float = 0.3) -> str:
     """ExecStart= of a run that logs its start, lives `seconds`, logs its exit and exits `status`."""
     return f"{SCRIPTS}/run.sh {status} {seconds} %n"
+
+
+def killed(seconds: float = 0.1) -> str:
+    """ExecStart= of a run that logs its start, lives `seconds`, logs "signal 9" and SIGKILLs itself."""
+    return f"{SCRIPTS}/killed.sh {seconds} %n"
+
+
+START_LIMIT = "StartLimitIntervalSec=60\nStartLimitBurst=3"
 
 
 def unit(service: str, start_limit: str = "StartLimitIntervalSec=0") -> str:
@@ -69,6 +81,27 @@ def install_scripts() -> list[str]:
     return [f"mkdir -p {SCRIPTS}"] + writes
 
 
+# Every Restart= value under the same start limit (3 starts in 60 s), with a run's end it restarts
+# after, or one it does not (systemd's service_shall_restart(): on-abnormal restarts after all but
+# a clean exit and exit-code; on-abort after signal and core-dump only; on-watchdog after the
+# watchdog only; on-success after a clean exit only; no never). unit: (its [Service], restarted)
+WATCHDOG = f"ExecStart={SCRIPTS}/sleeper.sh %n\nWatchdogSec=1"  # killed by SIGABRT 1 s after each start
+RESTART_POLICIES = {
+    "events-limit-abnormal.service": (f"ExecStart={killed()}\nRestart=on-abnormal\nRestartSec=200ms", True),
+    "events-limit-abort.service": (f"ExecStart={killed()}\nRestart=on-abort\nRestartSec=200ms", True),
+    "events-limit-onwatchdog.service": (f"{WATCHDOG}\nRestart=on-watchdog\nRestartSec=200ms", True),
+    "events-limit-alwayskilled.service": (f"ExecStart={killed()}\nRestart=always\nRestartSec=200ms", True),
+    # RestartForceExitStatus= restarts what on-abort would not
+    "events-limit-forced.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-abort\nRestartSec=200ms\n"
+                                    "RestartForceExitStatus=1", True),
+    "events-abnormal-exit.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-abnormal\nRestartSec=200ms", False),
+    "events-abort-exit.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-abort\nRestartSec=200ms", False),
+    "events-abort-watchdog.service": (f"{WATCHDOG}\nRestart=on-abort\nRestartSec=200ms", False),
+    "events-onwatchdog-killed.service": (f"ExecStart={killed()}\nRestart=on-watchdog\nRestartSec=200ms", False),
+    "events-onsuccess-exit.service": (f"ExecStart={run(1, 0.1)}\nRestart=on-success\nRestartSec=200ms", False),
+    "events-no-exit.service": (f"ExecStart={run(1, 0.1)}\nRestart=no", False),
+}
+
 UNITS = {
     # Restart=on-failure, RestartSec=1: a crash loop of 1.3 s per run, ~6 failures between ticks
     "events-loop.service": unit(f"ExecStart={run(3)}\nRestart=on-failure\nRestartSec=1"),
@@ -87,14 +120,15 @@ UNITS = {
     "events-jvm.service": unit(f"ExecStart={SCRIPTS}/jvm.sh %n\nRestart=on-failure"),
     # the start limit under each Restart= policy that restarts after a failure
     "events-limit-failure.service": unit(f"ExecStart={run(5, 0.1)}\nRestart=on-failure\nRestartSec=200ms",
-                                         "StartLimitIntervalSec=60\nStartLimitBurst=3"),
+                                         START_LIMIT),
     "events-limit-always.service": unit(f"ExecStart={run(5, 0.1)}\nRestart=always\nRestartSec=200ms",
-                                        "StartLimitIntervalSec=60\nStartLimitBurst=3"),
+                                        START_LIMIT),
     # clean runs restarted until the start limit: Result=start-limit-hit
     "events-limit-success.service": unit(f"ExecStart={run(0, 0.1)}\nRestart=on-success\nRestartSec=200ms",
-                                         "StartLimitIntervalSec=60\nStartLimitBurst=3"),
+                                         START_LIMIT),
     # Restart=no, started by hand until the start limit refuses the 4th start (the test does it)
-    "events-limit-no.service": unit(f"ExecStart={run(5, 0.1)}", "StartLimitIntervalSec=60\nStartLimitBurst=3"),
+    "events-limit-no.service": unit(f"ExecStart={run(5, 0.1)}", START_LIMIT),
+    **{name: unit(service, START_LIMIT) for name, (service, _) in RESTART_POLICIES.items()},
     # never pings its watchdog: killed with SIGABRT 1 s after each start, restarted 1 s later
     "events-watchdog.service": unit(f"ExecStart={SCRIPTS}/sleeper.sh %n\nWatchdogSec=1\nRestart=on-failure\n"
                                     "RestartSec=1"),
@@ -112,10 +146,7 @@ FLAGS = " ".join(f"--unit {shlex.quote(name)}" for name in ALLOWLIST)
 
 @pytest.fixture(scope="module", params=HOSTS)
 def host(request, lab):
-    name = request.param
-    if "trixie" in name:
-        request.getfixturevalue("trixie")
-    install_heartbeat(lab, name)
+    name = heartbeat_host(request, lab)
     sh(lab, name, "\n".join(["set -e", f"rm -rf {STATE} {LOGS}; mkdir -p {STATE} {LOGS}"] + install_scripts()
                             + unit_files(UNITS) + ["systemctl daemon-reload", enable(UNITS)]))
     yield name
@@ -133,9 +164,9 @@ def tick(lab, host: str, user: str = "") -> str:
 
 
 def runs(lab, host: str, unit_name: str) -> list[tuple[str, int, float]]:
-    """What the unit logged itself: ("start"|"exit", status, Unix seconds)."""
+    """What the unit logged itself: ("start"|"exit"|"signal", status or signal, Unix seconds)."""
     text = sh(lab, host, f"cat {LOGS}/{unit_name}.log 2>/dev/null || true")
-    return [(w[0], int(w[1]) if w[0] == "exit" else 0, int(w[-1]) / 1e6)
+    return [(w[0], int(w[1]) if w[0] != "start" else 0, int(w[-1]) / 1e6)
             for w in (line.split() for line in text.splitlines()) if w]
 
 
@@ -163,7 +194,8 @@ def between_two_ticks(lab, host):
     tick(lab, host)
     sh(lab, host, "systemctl start --no-block events-loop.service events-always.service events-clean.service "
                   "events-prevent.service events-force.service events-success.service events-limit-failure.service "
-                  "events-limit-always.service events-limit-success.service events-timeout.service events-job.timer")
+                  "events-limit-always.service events-limit-success.service events-timeout.service events-job.timer "
+                  + " ".join(RESTART_POLICIES))
     for _ in range(4):  # Restart=no: three runs by hand, the 4th start refused by the start limit
         sh(lab, host, "systemctl start events-limit-no.service; sleep 0.3", check=False)
     for _ in range(2):  # two kills, each restarted 0.5 s later
@@ -187,7 +219,7 @@ def between_two_ticks(lab, host):
                   "events-clean.service events-force.service events-killed.service")
     for name in ("events-limit-failure.service", "events-limit-always.service", "events-limit-success.service",
                  "events-timeout.service", "events-prevent.service", "events-jvm.service", "events-limit-no.service",
-                 "events-watchdog.service"):
+                 "events-watchdog.service", *RESTART_POLICIES):
         wait_until(f"{name} settled", lambda: settled(lab, host, name), timeout=30, step=0.2)
     errors = tick(lab, host)
     return dry_run(lab, host, watched=("events", STATE, FLAGS))[0], errors
@@ -228,6 +260,28 @@ def test_systemd_gave_up_only_when_its_start_limit_refused_a_restart(lab, host, 
     jvm = info(samples, "events-jvm.service")
     assert (jvm["result"], jvm["exit_status"], jvm["gave_up"]) == ("exit-code", "143", "false")
     assert failures(samples, "events-jvm.service") == {"exit-code": 1}
+
+
+def test_each_restart_policy_gives_up_only_when_its_start_limit_refused_a_restart(lab, host, between_two_ticks):
+    """Every Restart= value, with a run's end it restarts after (3 runs, then the start limit
+    refuses the 4th start: systemd gave up) and one it does not restart after (1 run, failed
+    by its policy: no give-up). Each run counted once, with the end the test gave it."""
+    samples, _ = between_two_ticks
+    for name, (service, restarted) in RESTART_POLICIES.items():
+        logged = runs(lab, host, name)
+        starts = [r for r in logged if r[0] == "start"]
+        assert len(starts) == (3 if restarted else 1), (name, logged)  # StartLimitBurst=3, or not restarted
+        assert show(lab, host, name, "ActiveState")["ActiveState"] == "failed", name
+        result, exit_code, status = (("watchdog", "killed", "6") if "WatchdogSec" in service  # SIGABRT
+                                     else ("signal", "killed", "9") if "killed.sh" in service
+                                     else ("exit-code", "exited", "1"))
+        assert failures(samples, name) == {result: len(starts)}, name
+        assert info(samples, name) == {"unit": name, "host": f"{host}-events", "result": result, "exit_code": exit_code,
+                                       "exit_status": status, "gave_up": "true" if restarted else "false"}, name
+        ends = [r for r in logged if r[0] != "start"]
+        if ends:  # the watchdog's runs are killed by systemd: no end of their own in the log
+            at = value(samples, "systemd_unit_last_failure_timestamp_seconds", name)
+            assert abs(at - ends[-1][2]) < 0.1, (name, at, ends[-1])
 
 
 def test_signal_timeout_and_a_timer_job(lab, host, between_two_ticks):
