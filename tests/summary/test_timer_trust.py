@@ -1,13 +1,8 @@
 """The daily summary's trust report (issue 21: can this timer be trusted?) against the real
 VictoriaMetrics of the lab (127.0.0.1:30428, shared: the test's series carry a host label of
-their own and are deleted afterwards), loaded with timers whose history the test made up
-(trust_history.py), so every expected value is what the timers did:
-
-- alpha-pull.timer: every 300 s for the whole week, every run succeeded, each trigger 0.5 s late;
-- beta-pull.timer: every 300 s, first looked at 3 days before the end; run 10 failed with
-  exit-code, runs 500 to 503 were killed (signal), trigger 700 came 40 s late;
-- gamma-pull.timer: every 60 s for the whole week, but it did not fire for one day (day 3);
-- delta.timer: like alpha, but not allowlisted: no report.
+their own and are deleted afterwards), loaded with timers whose week the test made up
+(trust_history.week), so every expected value is what the timers did (delta.timer, not
+allowlisted, gets no report).
 """
 from __future__ import annotations
 
@@ -16,17 +11,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 import lab
-from helpers import delete_series, import_series
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import trust_history  # noqa: E402
-from trust_history import Timer  # noqa: E402
 
 URL = f"http://127.0.0.1:{lab.VM_PORT}"
 COMMAND = str(Path(sys.executable).parent / "systemd-daily-summary")
@@ -40,24 +32,9 @@ pytestmark = pytest.mark.skipif(not lab.healthy(URL), reason="needs the lab's Vi
 
 @pytest.fixture(scope="module")
 def loaded():
-    """(host, end of the week): the timers' week (and an hour before it) imported."""
-    host = f"tr21-summary-{uuid.uuid4().hex[:8]}"
-    end = (time.time() // 3600 - 1) * 3600
-    start = end - 7 * DAY
-    gamma_first = start - 3600 + 7
-    timers = [
-        Timer("alpha-pull.timer", 300, start - 3600),
-        Timer("beta-pull.timer", 300, end - 3 * DAY, late={700: 40.0},
-              results={10: "exit-code", **{j: "signal" for j in range(500, 504)}}),
-        Timer("gamma-pull.timer", 60, start - 3600,
-              skipped={j for j in range(12000) if start + 2 * DAY <= gamma_first + 60 * j < start + 3 * DAY}),
-        Timer("delta.timer", 300, start - 3600, allowlisted=False),
-    ]
-    try:
-        import_series(URL, trust_history.build(host, timers, start - 3600, end))
-        yield host, end
-    finally:
-        delete_series(URL, f'{{host="{host}"}}')
+    """(host, end of the week): the known week (trust_history.week) imported."""
+    with trust_history.known_week(URL, "summary") as week:
+        yield week
 
 
 def summary(host: str, end: float, *args: str) -> subprocess.CompletedProcess:

@@ -16,13 +16,19 @@ did: it was first looked at (`watched_from`), fired every `interval` s from then
 """
 from __future__ import annotations
 
+import contextlib
+import time
+import uuid
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Iterator
 
+from helpers import delete_series, import_series
 from history import STEP, series
 
 BOUNDS = ("1", "5", "10", "30", "60", "300", "900", "3600", "+Inf")
+DAY = 86400
 
 
 @dataclass
@@ -92,3 +98,37 @@ def timer_lines(host: str, timer: Timer, ticks: list[float], until: float) -> li
     done = [(t, bisect_right(good, t)) for t in ticks]
     lines.append(series("systemd_timer_last_success_timestamp_seconds", labels, [(t, good[n - 1]) for t, n in done if n]))
     return lines
+
+
+def week(end: float) -> list[Timer]:
+    """The known week ending at `end` (tests/summary/test_timer_trust.py, tests/dashboard/test_trust_row.py):
+
+    - alpha-pull.timer: every 300 s for the whole week, every run succeeded, each trigger 0.5 s late;
+    - beta-pull.timer: every 300 s, first looked at 3 days before the end; run 10 failed with
+      exit-code, runs 500 to 503 were killed (signal), trigger 700 came 40 s late;
+    - gamma-pull.timer: every 60 s for the whole week, but it did not fire for one day (day 3);
+    - delta.timer: like alpha, but not allowlisted.
+    """
+    start = end - 7 * DAY
+    gamma_first = start - 3600 + 7
+    return [
+        Timer("alpha-pull.timer", 300, start - 3600),
+        Timer("beta-pull.timer", 300, end - 3 * DAY, late={700: 40.0},
+              results={10: "exit-code", **{j: "signal" for j in range(500, 504)}}),
+        Timer("gamma-pull.timer", 60, start - 3600,
+              skipped={j for j in range(12000) if start + 2 * DAY <= gamma_first + 60 * j < start + 3 * DAY}),
+        Timer("delta.timer", 300, start - 3600, allowlisted=False),
+    ]
+
+
+@contextlib.contextmanager
+def known_week(url: str, purpose: str) -> Iterator[tuple[str, float]]:
+    """(host, end): week(end) and the hour before it imported into the (shared) VictoriaMetrics at
+    `url` under a host label of its own, ending an hour ago on the hour; deleted afterwards."""
+    host = f"tr21-{purpose}-{uuid.uuid4().hex[:8]}"
+    end = (time.time() // 3600 - 1) * 3600
+    try:
+        import_series(url, build(host, week(end), end - 7 * DAY - 3600, end))
+        yield host, end
+    finally:
+        delete_series(url, f'{{host="{host}"}}')
