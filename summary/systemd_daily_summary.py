@@ -25,6 +25,7 @@ findings, not with the fleet.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -189,18 +190,23 @@ def new_host() -> dict:
     return {**{key: [] for key in FINDINGS}, "failures_by_reason": [], "pushed": False}
 
 
-def failures_in_window(whole: str) -> str:
-    """Each unit's failures in the window by Result, from systemd_unit_failures_total, as the
-    alert SystemdUnitFailureLoop counts them: increase_prometheus between the samples in the
+def counted_in_window(counter: str, whole: str, by: str) -> str:
+    """How much `counter` counted in the window, summed by `by`, as the alert
+    SystemdUnitFailureLoop counts failures: increase_prometheus between the samples in the
     window, plus the first value of a series born in the window after the host's first push in
-    it (its failures since the tick before, all new). A series whose first sample is the host's
-    first push in the window existed before it, or was born at the heartbeat's first look at the
-    host, holding every failure since the boot: neither counts. (increase() would guess from the
-    first values whether a new series started at 0.)"""
-    counter = f"systemd_unit_failures_total[{whole}]"
-    return (f"sum by (host, unit, result) (increase_prometheus({counter}) or label_set(first_over_time({counter}) "
-            f"and (tfirst_over_time({counter}) > on(host) group_left() "
-            f'tfirst_over_time(systemd_heartbeat_up[{whole}])), "born", "in-window")) > 0')
+    it (what it counted since the tick before, all new). A series whose first sample is the
+    host's first push in the window existed before it, or was born at the heartbeat's first look
+    at the host, holding what it counted before: neither counts. (increase() would guess from
+    the first values whether a new series started at 0.)"""
+    series = f"{counter}[{whole}]"
+    return (f"sum by ({by}) (increase_prometheus({series}) or label_set(first_over_time({series}) "
+            f"and (tfirst_over_time({series}) > on(host) group_left() "
+            f'tfirst_over_time(systemd_heartbeat_up[{whole}])), "born", "in-window"))')
+
+
+def failures_in_window(whole: str) -> str:
+    """Each unit's failures in the window by Result, from systemd_unit_failures_total."""
+    return counted_in_window("systemd_unit_failures_total", whole, "host, unit, result") + " > 0"
 
 
 def reason(labels: dict | None) -> dict:
@@ -420,10 +426,172 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
     return hosts
 
 
+# ------------------------------------------------------------------ can this timer be trusted?
+
+class TrustRule:
+    """The verdict's thresholds (the daily playbook's systemd_daily_summary_trust_* variables,
+    as flags): checked here, so a bad one is one line naming it (UsageError)."""
+
+    def __init__(self, window: str = "7d", max_failed: str = "0", max_late: str = "10", min_seen: str = "0.95",
+                 max_gap: str = "2"):
+        self.window = duration(window, "--trust-window")
+        self.max_failed = number(max_failed, "--trust-max-failed", int, lambda v: v >= 0, "a whole number >= 0")
+        self.max_late = number(max_late, "--trust-max-late", float, lambda v: v > 0, "a number of seconds > 0")
+        self.min_seen = number(min_seen, "--trust-min-seen", float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+        self.max_gap = number(max_gap, "--trust-max-gap", float, lambda v: v >= 1, "a number of intervals >= 1")
+
+    def as_dict(self) -> dict:
+        return {"window_seconds": round(self.window), "max_failed_runs": self.max_failed,
+                "max_lateness_seconds": self.max_late, "min_runs_seen_fraction": self.min_seen,
+                "max_intervals_without_success": self.max_gap, "text": self.text()}
+
+    def text(self) -> str:
+        return (f"ready for auto-pull when the heartbeat watched the timer for the whole window (less one interval), "
+                f"saw at least {self.min_seen:.0%} of the runs its interval expects, at most {self.max_failed} "
+                f"run{'s' if self.max_failed != 1 else ''} failed, none came more than {seconds(self.max_late)} late, "
+                f"and it never went more than {self.max_gap:g} intervals without a successful run")
+
+
+def duration(text: str, name: str) -> float:
+    match = RELATIVE.match(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise UsageError(f"{name} {text!r} is not a duration like 7d, 36h or 90m")
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def number(text: str, name: str, kind: type, ok, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or not ok(value):
+        raise UsageError(f"{name} {text!r} is not {what}")
+    return value
+
+
+def seconds(value: float) -> str:
+    return f"{value:g} s" if abs(value) < 60 else span(value)
+
+
+def days(length: float) -> str:
+    return f"{length / 86400:g} day{'s' if length != 86400 else ''}" if length % 86400 == 0 else span(length)
+
+
+def trust_queries(end: float, rule: TrustRule) -> tuple[str, str]:
+    """Two queries for every load-bearing timer on every host: what the heartbeat saw of it over
+    the trust window (each value tagged with `of`), and each moment it saw a successful run end."""
+    whole = f"{int(round(rule.window * 1000)) + 1}ms"
+    load_bearing = f'on(host, unit) last_over_time(systemd_unit_info{{allowlisted="true"}}[{whole}])'
+    parts = {
+        "first": f"tfirst_over_time(systemd_timer_triggers_total[{whole}])",
+        "last": f"tlast_over_time(systemd_timer_triggers_total[{whole}])",
+        "interval": f"last_over_time(systemd_timer_interval_seconds[{whole}])",
+        "worst": f"max_over_time(systemd_timer_last_trigger_lateness_seconds[{whole}])",
+        "triggers": counted_in_window("systemd_timer_triggers_total", whole, "host, unit"),
+        "runs": counted_in_window("systemd_timer_runs_total", whole, "host, unit, service, result"),
+        "late": counted_in_window("systemd_timer_trigger_lateness_seconds_bucket", whole, "host, unit, le"),
+    }
+    seen = " or ".join(f'label_set(({expr}) and {load_bearing}, "of", "{of}")' for of, expr in parts.items())
+    successes = (f'count_values_over_time("at", systemd_timer_last_success_timestamp_seconds[{whole}]) '
+                 f"and {load_bearing}")
+    return seen, successes
+
+
+def trust(victoria: Victoria, end: float, rule: TrustRule) -> list[dict]:
+    """The trust report of every load-bearing timer the heartbeat counted triggers for in the
+    window ending at `end`: runs expected and seen, failed runs and why, lateness, the longest
+    time without a successful run, and the verdict (TrustRule)."""
+    seen_query, successes_query = trust_queries(end, rule)
+    start = end - rule.window
+    timers: dict[tuple[str, str], dict] = {}
+    for row in victoria.query(seen_query, end):
+        metric, value = row["metric"], float(row["value"][1])
+        timer = timers.setdefault((metric["host"], metric["unit"]), {"runs": {}, "buckets": {}, "service": ""})
+        if metric["of"] == "runs":
+            timer["service"] = metric.get("service", "")
+            timer["runs"][metric.get("result", "")] = int(round(value))
+        elif metric["of"] == "late":
+            timer["buckets"][float(metric["le"])] = value
+        else:
+            timer[metric["of"]] = value
+    successes = distinct_values(victoria.query(successes_query, end), 0, end)
+    report = []
+    for (host, unit), seen in sorted(timers.items()):
+        if "first" in seen:  # counted triggers: a heartbeat that reports them
+            report.append(judge(host, unit, seen, successes.get((host, unit), []), start, end, rule))
+    return report
+
+
+def judge(host: str, unit: str, seen: dict, successes: list[float], start: float, end: float,
+          rule: TrustRule) -> dict:
+    first, interval = seen["first"], seen.get("interval", 0.0)
+    watched_until = min(end, seen["last"] + STEP)
+    watched = watched_until - first
+    expected = int(round(watched / interval)) if interval > 0 else 0
+    triggers = int(round(seen.get("triggers", 0)))
+    failed = {result: count for result, count in sorted(seen["runs"].items()) if result != "success" and count}
+    succeeded = seen["runs"].get("success", 0)
+    buckets = sorted(seen["buckets"].items())
+    total = buckets[-1][1] if buckets else 0.0
+    median = next((le for le, count in buckets if count >= total / 2), None) if total else None
+    median = median if median != float("inf") else None  # past the last bound: no bound to state
+    below = [count for le, count in buckets if le <= rule.max_late]  # the largest bound not above the threshold
+    late = int(round(total - (below[-1] if below else 0)))
+    worst = seen.get("worst")
+    if not late and worst is not None and worst > rule.max_late:
+        late = 1
+    moments = [max(start, first)] + [t for t in successes if max(start, first) < t <= watched_until] + [watched_until]
+    longest = max(b - a for a, b in zip(moments, moments[1:]))
+    blocking = []
+    if watched + interval < rule.window:
+        blocking.append(f"not watched long enough ({days(watched)} of {days(rule.window)})")
+    if not interval:
+        blocking.append("its interval is unknown (no runs to expect)")
+    elif triggers < rule.min_seen * expected:
+        blocking.append(f"{triggers:,} of {expected:,} expected runs seen "
+                        f"({triggers / expected if expected else 0:.0%}, under {rule.min_seen:.0%})")
+    if sum(failed.values()) > rule.max_failed:
+        blocking.append(f"{sum(failed.values()):,} failed run{'s' if sum(failed.values()) != 1 else ''} (more than "
+                        f"{rule.max_failed}: " + ", ".join(f"{result} {count}" for result, count in failed.items()) + ")")
+    if late:
+        blocking.append(f"{late:,} run{'s' if late != 1 else ''} late by more than {seconds(rule.max_late)}"
+                        + (f" (worst {seconds(worst)})" if worst is not None else ""))
+    if interval and longest > rule.max_gap * interval:
+        blocking.append(f"{span(longest)} without a successful run (more than {rule.max_gap:g} x {seconds(interval)})")
+    verdict = (f"ready for auto-pull: {days(rule.window)}, {triggers:,} runs, {sum(failed.values())} failed, "
+               f"none late by more than {seconds(rule.max_late)}") if not blocking else \
+        "not ready for auto-pull: " + "; ".join(blocking)
+    return {"host": host, "unit": unit, "service": seen["service"], "watched_seconds": round(watched),
+            "interval_seconds": interval, "runs_expected": expected, "runs_seen": triggers,
+            "runs_succeeded": succeeded, "runs_failed": sum(failed.values()), "failed_by_result": failed,
+            "lateness_worst_seconds": worst, "lateness_median_at_most_seconds": median, "runs_late": late,
+            "longest_without_success_seconds": round(longest), "ready": not blocking, "blocking": blocking,
+            "verdict": verdict}
+
+
+def trust_markdown(timers: list[dict], end: float, rule: TrustRule) -> list[str]:
+    if not timers:
+        return []
+    lines = [f"## Can these timers be trusted? {iso(end - rule.window)} to {iso(end)}", "",
+             f"Rule: {rule.text()}.", ""]
+    for timer in timers:
+        failed = ", ".join(f"{result} {count}" for result, count in timer["failed_by_result"].items())
+        median = timer["lateness_median_at_most_seconds"]
+        lines += [f"### {timer['host']}: `{timer['unit']}`: {timer['verdict']}", "",
+                  f"- runs: {timer['runs_seen']:,} seen of {timer['runs_expected']:,} expected (every "
+                  f"{seconds(timer['interval_seconds'])}, watched {days(timer['watched_seconds'])})",
+                  f"- ended: {timer['runs_succeeded']:,} succeeded, {timer['runs_failed']:,} failed"
+                  + (f" ({failed})" if failed else "") + (f", of `{timer['service']}`" if timer["service"] else ""),
+                  "- lateness: " + (f"worst {seconds(timer['lateness_worst_seconds'])}"
+                                    if timer["lateness_worst_seconds"] is not None else "worst unknown")
+                  + (f", median at most {seconds(median)}" if median is not None else "")
+                  + f", {timer['runs_late']:,} late by more than {seconds(rule.max_late)}",
+                  f"- longest without a successful run: {span(timer['longest_without_success_seconds'])}", ""]
+    return lines
+
+
 def only_units(hosts: dict, patterns: list[str]) -> dict:
     """The findings about the units `patterns` name (the heartbeat's names and globs)."""
-    import fnmatch
-
     def wanted(unit: str) -> bool:
         return any(fnmatch.fnmatchcase(unit, pattern) for pattern in patterns)
 
@@ -461,7 +629,7 @@ def has_findings(hosts: dict) -> bool:
 
 # ------------------------------------------------------------------ output
 
-def markdown(hosts: dict, start: float, end: float) -> str:
+def markdown(hosts: dict, start: float, end: float, trusted: tuple[list[dict], TrustRule] | None = None) -> str:
     """Every host with findings (or no data) in full; healthy hosts by name while they are few,
     else counted in one line, so a fleet's report is as long as its trouble."""
     lines = [f"# systemd daily summary, {iso(start)} to {iso(end)}", ""]
@@ -503,6 +671,8 @@ def markdown(hosts: dict, start: float, end: float) -> str:
             lines.append("")
     if counted:
         lines += [f"## {len(counted)} more hosts: healthy", ""]
+    if trusted:
+        lines += trust_markdown(trusted[0], end, trusted[1])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -518,9 +688,15 @@ def why(finding: dict) -> str:
     return text + ("; systemd gave up restarting it" if finding.get("gave_up") else "")
 
 
-def as_json(hosts: dict, start: float, end: float, requests_made: int) -> str:
-    return json.dumps({"window": {"since": iso(start), "until": iso(end)}, "queries": requests_made,
-                       "hosts": {name: hosts[name] for name in sorted(hosts)}}, indent=2) + "\n"
+def as_json(hosts: dict, start: float, end: float, requests_made: int,
+            trusted: tuple[list[dict], TrustRule] | None = None) -> str:
+    report = {"window": {"since": iso(start), "until": iso(end)}, "queries": requests_made,
+              "hosts": {name: hosts[name] for name in sorted(hosts)}}
+    if trusted:
+        timers, rule = trusted
+        report["trust"] = {"window": {"since": iso(end - rule.window), "until": iso(end)}, "rule": rule.as_dict(),
+                           "timers": timers}
+    return json.dumps(report, indent=2) + "\n"
 
 
 # ------------------------------------------------------------------ command line
@@ -550,6 +726,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mass-restart-window", type=float, default=MASS_RESTART_WINDOW,
                         help="seconds (default %(default)s: the alert's)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per query (default 30)")
+    trust_flags = parser.add_argument_group(
+        "can this timer be trusted?", "a report per load-bearing timer over its own window, ending at --until, "
+        "with a verdict: ready for auto-pull, or what blocks it")
+    trust_flags.add_argument("--trust-window", default="7d", help="the window (default %(default)s)")
+    trust_flags.add_argument("--trust-max-failed", default="0", help="at most this many failed runs (default %(default)s)")
+    trust_flags.add_argument("--trust-max-late", default="10", help="no run later than this many seconds "
+                             "(default %(default)s, a bound of the lateness histogram: exact)")
+    trust_flags.add_argument("--trust-min-seen", default="0.95", help="at least this fraction of the runs the "
+                             "interval expects seen (default %(default)s)")
+    trust_flags.add_argument("--trust-max-gap", default="2", help="never more than this many intervals without "
+                             "a successful run (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         start, end = window(args.since, args.until, time.time())
@@ -557,20 +744,27 @@ def main(argv: list[str] | None = None) -> int:
             patterns = check_unit_patterns(args.unit, "--unit")
         except HeartbeatError as error:
             raise UsageError(str(error)) from None
+        rule = TrustRule(args.trust_window, args.trust_max_failed, args.trust_max_late, args.trust_min_seen,
+                         args.trust_max_gap)
         victoria = Victoria(args.url, args.timeout)
         hosts = collect(victoria, start, end, args.stale_factor, args.gap, args.mass_restart_units,
                         args.mass_restart_window)
+        timers = trust(victoria, end, rule)
         if args.host:
             hosts = {name: hosts.get(name) or empty_host(name) for name in args.host}
+            timers = [timer for timer in timers if timer["host"] in args.host]
         if patterns:
             hosts = only_units(hosts, patterns)
+            timers = [timer for timer in timers if any(fnmatch.fnmatchcase(timer["unit"], p) for p in patterns)]
     except UsageError as error:
         print(f"systemd-daily-summary: {error}", file=sys.stderr)
         return EX_USAGE
     except QueryError as error:
         print(f"systemd-daily-summary: {error}", file=sys.stderr)
         return 2
-    sys.stdout.write(as_json(hosts, start, end, victoria.requests) if args.json else markdown(hosts, start, end))
+    trusted = (timers, rule)
+    sys.stdout.write(as_json(hosts, start, end, victoria.requests, trusted) if args.json
+                     else markdown(hosts, start, end, trusted))
     return 1 if has_findings(hosts) else 0
 
 

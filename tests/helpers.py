@@ -137,6 +137,21 @@ class VictoriaMetrics:
             time.sleep(0.3)
 
 
+def import_series(url: str, lines: str) -> None:
+    """JSON lines (/api/v1/import) into the VictoriaMetrics at `url`, searchable on return."""
+    request = urllib.request.Request(f"{url}/api/v1/import", data=lines.encode(), method="POST")
+    urllib.request.urlopen(request, timeout=120).read()
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=30).read()
+    time.sleep(1)
+
+
+def delete_series(url: str, match: str) -> None:
+    """Every series `match` selects gone from the VictoriaMetrics at `url` (a shared one: the
+    test's own host label)."""
+    data = urllib.parse.urlencode({"match[]": match}).encode()
+    urllib.request.urlopen(f"{url}/api/v1/admin/tsdb/delete_series", data=data, timeout=60).read()
+
+
 class TookTooLong(Exception):
     """A test ran past its time limit (time_limited)."""
 

@@ -111,16 +111,21 @@ def last_failure_panel(match: str) -> dict:
                 f'systemd_unit_last_failure_info{{host=~"$host", {match}}})', instant=True, table=True)])
 
 
+def counted_in_range(counter: str, by: str) -> str:
+    """What `counter` (a selector) counted in the dashboard's time range, summed by `by`, as the
+    alerts and the daily summary count: increase_prometheus between the samples in the range,
+    plus the first value of a series born in it after the host's first push in it (what it counted
+    since the tick before); a series born at the host's first look holds what came before and is
+    not counted."""
+    series = f"{counter}[$__range]"
+    return (f'sum by ({by}) (increase_prometheus({series}) or label_set(first_over_time({series}) and '
+            f'(tfirst_over_time({series}) > on(host) group_left() '
+            'tfirst_over_time(systemd_heartbeat_up{host=~"$host"}[$__range])), "born", "in-window"))')
+
+
 def failures_in_range() -> str:
-    """Each unit's failures in the dashboard's time range (systemd_unit_failures_total), counted
-    as the alert SystemdUnitFailureLoop and the daily summary count them: increase_prometheus
-    between the samples in the range, plus the first value of a series born in it after the
-    host's first push in it (its failures since the tick before); a series born at the host's
-    first look holds the failures since the boot and is not counted."""
-    counter = 'systemd_unit_failures_total{host=~"$host"}[$__range]'
-    return (f'sum by (host, unit) (increase_prometheus({counter}) or label_set(first_over_time({counter}) and '
-            f'(tfirst_over_time({counter}) > on(host) group_left() '
-            'tfirst_over_time(systemd_heartbeat_up{host=~"$host"}[$__range])), "born", "in-window")) > 0')
+    """Each unit's failures in the dashboard's time range (systemd_unit_failures_total)."""
+    return counted_in_range('systemd_unit_failures_total{host=~"$host"}', "host, unit") + " > 0"
 
 
 def failures_by_reason_panel(match: str) -> dict:
@@ -190,6 +195,74 @@ def unit_row_panels(unit: str) -> list[dict]:
             failures_by_reason_panel(match),
         ]
     return panels
+
+
+TRUST_ROW = "Load-bearing timers: can they be trusted?"
+# a load-bearing timer: one the allowlist names (the heartbeat's timer series exist for every reported timer)
+LOAD_BEARING = 'on(host, unit) systemd_unit_info{host=~"$host", allowlisted="true"}'
+BY_TIMER = "{{host}}: {{unit}}"
+
+
+def trust_panels() -> list[dict]:
+    """Issue 21's questions for every load-bearing timer over the time range: did it fire as often as
+    its interval expects, did its runs succeed (and why not), how late did it fire, how long since
+    its last successful run. The daily summary's trust report gives the verdict over its own window."""
+    triggers = 'systemd_timer_triggers_total{host=~"$host"}'
+    runs = 'systemd_timer_runs_total{host=~"$host"}'
+    buckets = 'systemd_timer_trigger_lateness_seconds_bucket{host=~"$host"}'
+    lateness = 'systemd_timer_last_trigger_lateness_seconds{host=~"$host"}'
+    succeeded = counted_in_range('systemd_timer_runs_total{host=~"$host", result="success"}', "host, unit")
+    ended = counted_in_range(runs, "host, unit")
+    return [
+        panel("table", "Runs seen vs expected", "Per load-bearing timer: the triggers the heartbeat counted in the "
+              "time range (systemd_timer_triggers_total, also several between two ticks), and the runs its interval "
+              "expects in the time the heartbeat watched it (from its first to its last sample in the range, over "
+              "systemd_timer_interval_seconds).", "none",
+              [target(f"topk({TOP * 10}, {counted_in_range(triggers, 'host, unit')} and {LOAD_BEARING})",
+                      instant=True, table=True),
+               dict(target(f"topk({TOP * 10}, (tlast_over_time({triggers}[$__range]) - tfirst_over_time({triggers}"
+                           f"[$__range])) / last_over_time(systemd_timer_interval_seconds{{host=~\"$host\"}}"
+                           f"[$__range]) and {LOAD_BEARING})", instant=True, table=True), refId="B")],
+              transformations=[{"id": "merge", "options": {}}], defaults={"decimals": 0},
+              colours=[{"matcher": {"id": "byName", "options": "Value #A"},
+                        "properties": [{"id": "displayName", "value": "Runs seen"}]},
+                       {"matcher": {"id": "byName", "options": "Value #B"},
+                        "properties": [{"id": "displayName", "value": "Runs expected"}]}]),
+        panel("stat", "Runs that succeeded", "Of the runs of each load-bearing timer's service that ended in the "
+              "time range (systemd_timer_runs_total), the fraction that succeeded (the alert "
+              "SystemdTimerSuccessRatioLow compares it over its own window).", "percentunit",
+              [target(f"bottomk({TOP}, (({succeeded}) or 0 * ({ended})) / ({ended}) and {LOAD_BEARING})",
+                      legend=BY_TIMER, instant=True)],
+              options=stat_options(), defaults={"decimals": 1}),
+        panel("timeseries", "Runs by result", "Runs of the load-bearing timers' services that ended, by result "
+              "(success, or systemd's Result of a failed run: exit-code, signal, timeout, ...), summed over the "
+              f"selected hosts, one bar a step (the {TOP} with the most).", "none",
+              [target(top(f"sum by (unit, result) (increase({runs}[$__interval]) and {LOAD_BEARING})"),
+                      legend="{{unit}}: {{result}}")],
+              defaults={"decimals": 0, "custom": {"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1,
+                                                  "stacking": {"mode": "normal", "group": "A"}}}),
+        panel("timeseries", "Lateness of the last trigger", "How late each load-bearing timer last fired after the "
+              "elapse the heartbeat saw scheduled the tick before (seconds; slightly negative is on time), the "
+              f"highest in each step, so a late trigger shows however wide the step (the {TOP} latest).", "s",
+              [target(top(f"max_over_time({lateness}[$__interval]) and {LOAD_BEARING}"), legend=BY_TIMER)]),
+        panel("table", "Lateness in the time range", "Every trigger's lateness in the time range, from the "
+              "heartbeat's histogram (systemd_timer_trigger_lateness_seconds, bounds 1, 5, 10, 30, 60, 300, 900, "
+              "3600 s): median and 99th percentile (interpolated within a bucket), and the worst last-trigger "
+              "lateness a tick saw.", "s",
+              [dict(target(f"topk({TOP * 10}, histogram_quantile({phi}, sum by (host, unit, le) "
+                           f"(increase({buckets}[$__range]))) and {LOAD_BEARING})", instant=True, table=True), refId=ref)
+               for ref, phi in (("A", 0.5), ("B", 0.99))]
+              + [dict(target(f"topk({TOP * 10}, max_over_time({lateness}[$__range]) and {LOAD_BEARING})",
+                             instant=True, table=True), refId="C")],
+              transformations=[{"id": "merge", "options": {}}], defaults={"decimals": 1},
+              colours=[{"matcher": {"id": "byName", "options": f"Value #{ref}"},
+                        "properties": [{"id": "displayName", "value": name}]}
+                       for ref, name in (("A", "Median"), ("B", "99th percentile"), ("C", "Worst"))]),
+        panel("stat", "Since last success", f"Seconds since each load-bearing timer's service last ended a "
+              f"successful run (systemd_timer_last_success_timestamp_seconds; the {TOP} longest).", "s",
+              [target(f'topk({TOP}, time() - systemd_timer_last_success_timestamp_seconds{{host=~"$host"}} '
+                      f"and {LOAD_BEARING})", legend=BY_TIMER, instant=True)], options=stat_options()),
+    ]
 
 
 ALERTS_SHOWN = "SystemdUnitRestartLoop|SystemdUnitFailureLoop|SystemdTimerStale|SystemdUnitFailed|SystemdMassRestart"
@@ -288,6 +361,8 @@ def systemd_monitoring_dashboard(units: list[str], title: str = "systemd units",
                                  refresh: str = "30s") -> dict:
     """The whole dashboard for an allowlist."""
     rows = [("Overview", overview_panels())]
+    if any(normalise_unit_pattern(unit).endswith(".timer") for unit in units):
+        rows.append((TRUST_ROW, trust_panels()))
     rows += [(normalise_unit_pattern(unit), unit_row_panels(unit)) for unit in units]
     return {
         "uid": uid, "title": title, "tags": ["systemd", "systemd-monitoring"], "timezone": "browser",

@@ -48,3 +48,16 @@ def test_validation_off_writes_the_rules_without_vmalert_and_tags_select_the_rol
     skipped = run_role(tmp_path, "--skip-tags", "systemd_monitoring_alerts_rules",
                        systemd_monitoring_alerts_validate=False)
     assert skipped.returncode == 0 and "Render the alert rules" not in skipped.stdout
+
+
+def test_a_timer_success_ratio_that_is_no_fraction_stops_preflight_with_one_line_naming_it(tmp_path):
+    done = run_role(tmp_path, systemd_monitoring_alerts_validate=False,
+                    systemd_monitoring_alerts_timer_success_ratio_min=1.5)
+    assert done.returncode != 0
+    (fatal,) = [line for line in done.stdout.splitlines() if line.startswith("fatal: [localhost]")]
+    assert json.loads(fatal.split("=> ", 1)[1])["msg"] == (
+        "systemd_monitoring_alerts_timer_success_ratio_min: 1.5 is not a fraction above 0 and at most 1")
+    assert not (tmp_path / "rules").exists()
+    done = run_role(tmp_path, systemd_monitoring_alerts_validate=False,
+                    systemd_monitoring_alerts_timer_lateness_max_seconds=0)
+    assert done.returncode != 0 and "timer_lateness_max_seconds=0" in done.stdout

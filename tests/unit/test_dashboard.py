@@ -22,8 +22,9 @@ def dashboard():
 
 
 def test_one_row_per_unit_after_the_overview(dashboard):
+    """... and the load-bearing timers' row (the allowlist names timers) between them."""
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", *UNITS]
+    assert rows == ["Overview", systemd_dashboard.TRUST_ROW, *UNITS]
 
 
 def test_unique_ids_and_grid_within_24_columns_without_overlap(dashboard):
@@ -87,7 +88,7 @@ def test_the_role_writes_exactly_the_generated_data_and_grafana_templates_surviv
     text = json.dumps(written)
     legends = {t["legendFormat"] for p in written["panels"] if p["type"] != "row" for t in p["targets"]}
     assert legends == {"{{host}}", "{{active_state}}", "{{active_state}}/{{load_state}}", "all selected hosts",
-                       "median", "{{result}}"}
+                       "median", "{{result}}", "{{unit}}: {{result}}", "{{host}}: {{unit}}"}
     assert not re.search(r"\{\{ |\{%|\}\} |None|True|False|<[a-z]+ object", text.replace("false", "").replace("true", ""))
 
 
@@ -125,14 +126,11 @@ def test_each_row_asks_for_the_unit_the_heartbeat_reports(entry, heartbeat):
     assert heartbeat.normalise_unit_pattern(entry) == title and heartbeat.unit_matcher(entry) == matcher
     dashboard = systemd_dashboard.systemd_monitoring_dashboard([entry])
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", title]
-    exprs = [t["expr"] for p in dashboard["panels"][len(overview_panels()) + 2:] for t in p["targets"]]
+    assert rows == ["Overview", *[systemd_dashboard.TRUST_ROW] * title.endswith(".timer"), title]
+    row = next(index for index, p in enumerate(dashboard["panels"]) if p["type"] == "row" and p["title"] == title)
+    exprs = [t["expr"] for p in dashboard["panels"][row + 1:] for t in p["targets"]]
     assert exprs and all(matcher in expr for expr in exprs)
     assert all("unit=" in expr for expr in exprs)
-
-
-def overview_panels():
-    return systemd_dashboard.overview_panels()
 
 
 @pytest.mark.parametrize("unit", ["web.service", "job.timer", "deploy.path", "app.socket", "data.mount", "apps.slice"])
