@@ -19,7 +19,7 @@ import time
 import pytest
 
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
-from helpers import install_heartbeat
+from helpers import heartbeat_host
 from lab import wait_until
 
 pytestmark = pytest.mark.lab
@@ -75,10 +75,7 @@ def boot_offset(lab, host: str) -> float:
 
 @pytest.fixture(scope="module", params=HOSTS)
 def host(request, lab):
-    name = request.param
-    if "trixie" in name:
-        request.getfixturevalue("trixie")
-    install_heartbeat(lab, name)
+    name = heartbeat_host(request, lab)
     script = ["set -e", f"rm -rf {STATE}; mkdir -p {STATE}; rm -f /run/history-quick-ok",
               # something else holds history-taken.socket's port
               "systemd-run -q --unit history-port-holder python3 -c 'import socket, time; s = socket.socket(); "

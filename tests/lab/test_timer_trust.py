@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import install_heartbeat
+from helpers import heartbeat_host
 from lab import wait_until
 from test_failure_history import remove_units, sh, tick, unit_files, value
 
@@ -50,10 +50,7 @@ WATCHED = ("trust", STATE, FLAGS)  # the host label's suffix, the state director
 
 @pytest.fixture(scope="module", params=HOSTS)
 def host(request, lab):
-    name = request.param
-    if "trixie" in name:
-        request.getfixturevalue("trixie")
-    install_heartbeat(lab, name)
+    name = heartbeat_host(request, lab)
     sh(lab, name, "\n".join(["set -e", f"rm -rf {STATE} {LOGS}; mkdir -p {STATE} {LOGS} {JOB.rsplit('/', 1)[0]}",
                              f"cat > {JOB} <<'SCRIPT'\n#!/bin/sh\n{JOB_SCRIPT}SCRIPT\nchmod 755 {JOB}",
                              "rm -f /var/lib/systemd/timers/stamp-trust-*"]
