@@ -190,3 +190,14 @@ def test_a_crafted_timer_record_is_dropped(field, bad):
     assert hb.checked_record(record, 1.8e9)[0] == record  # an elapse ahead of now is fine
     record[field] = bad
     assert hb.checked_record(record, 1.8e9)[0] is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_restarts_systemd_made_are_runs_not_starts(version):
+    """A crash loop (Restart=on-failure): every run is a run, only the first was started from
+    outside; the fixture's own log has each run's start."""
+    journal = json.loads((FIXTURES / f"journal-{version}" / "on-failure-loop.json").read_text())
+    found = hb.runs(journal["journal"])
+    assert len(found.started) == 1 and found.succeeded == []
+    oneshot = hb.runs([e for e in capture(version)["journal"] if e["UNIT"] == SERVICE])
+    assert len(oneshot.started) == len(process_log(capture(version), "start"))

@@ -136,8 +136,9 @@ def failures(entries: list[dict], before: "Failure | None" = None) -> list[Failu
 
 
 class Runs:
-    """A unit's runs in the entries read: when each began (`started`: (time, INVOCATION_ID),
-    each run once) and when each that ended well ended (`succeeded`: times), oldest first."""
+    """A unit's runs in the entries read: when each run that something started began
+    (`started`: (time, INVOCATION_ID), each run once; not the restarts systemd made of it) and
+    when each run that ended well ended (`succeeded`: times, restarts' runs too), oldest first."""
 
     __slots__ = ("started", "succeeded")
 
@@ -148,20 +149,27 @@ class Runs:
 def runs(entries: list[dict]) -> Runs:
     """A run begins with its start job's "Starting" or, for a job that does not wait, its
     "Started" (a new INVOCATION_ID: "Finished", a oneshot's end, repeats the "Starting"'s);
-    it ended well with "Deactivated successfully." (PID 1's words are never translated)."""
+    it ended well with "Deactivated successfully." (PID 1's words are never translated). A
+    run after "Scheduled restart job" is systemd's restart (Restart=), not a start from outside
+    (a timer's trigger): left out of `started`."""
     started, succeeded, seen = [], [], set()
+    restarting = False
     for entry in entries:
         message_id, at = entry.get("MESSAGE_ID"), entry_time(entry)
         if at is None:
             continue
         if message_id == UNIT_SUCCEEDED:
             succeeded.append(at)
+        elif message_id == RESTART_SCHEDULED:
+            restarting = True
         elif entry.get("JOB_TYPE") == "start" and (message_id == JOB_STARTING or (
                 message_id == JOB_DONE and entry.get("MESSAGE", "").startswith("Started "))):
             run = entry.get("INVOCATION_ID", "")
             if run not in seen:
                 seen.add(run)
-                started.append((at, run))
+                if not restarting:
+                    started.append((at, run))
+            restarting = False
     return Runs(started, succeeded)
 
 
