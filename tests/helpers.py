@@ -109,7 +109,11 @@ class VictoriaMetrics:
         with urllib.request.urlopen(f"{self.url}/api/v1/export", data=data, timeout=10) as answer:
             lines = [json.loads(line) for line in answer.read().decode().splitlines() if line.strip()]
         assert len(lines) <= 1, [line["metric"] for line in lines]
-        return [float(v) if v is not None else float("nan") for v in lines[0]["values"]] if lines else []
+        if not lines:
+            return []
+        # the export gives each stored block's samples in turn, not one series sorted by time
+        pairs = sorted(zip(lines[0]["timestamps"], lines[0]["values"]), key=lambda pair: pair[0])
+        return [float(v) if v is not None else float("nan") for _, v in pairs]
 
     def series_names(self, match: str) -> set[str]:
         data = urllib.parse.urlencode({"match[]": match}).encode()
