@@ -210,7 +210,9 @@ def observe_successes(record: dict, unit: dict, before: "dict | None", journal: 
     none. The runs that began since the last look, each once (started_run), are this tick's
     `new_starts` (history.observe_timers)."""
     record.setdefault("successes", 0)
-    exited = parse_timestamp(unit.get("ExecMainExitTimestamp"))
+    # read only while the service is not active (the bus asks for it then: read_bus), so that
+    # both sources keep the same record
+    exited = parse_timestamp(unit.get("ExecMainExitTimestamp")) if unit.get("ActiveState") not in ACTIVE else None
     if runs is not None:
         if runs.succeeded:
             record["successes"] += len(runs.succeeded)
@@ -220,7 +222,7 @@ def observe_successes(record: dict, unit: dict, before: "dict | None", journal: 
             record["started_run"] = fresh[-1][1]
         record["new_starts"] = [start[0] for start in fresh]
     elif (not journal and before is not None and exited is not None and exited > before.get("exit_seen", 0.0)
-          and unit.get("Result") == "success" and unit.get("ActiveState") not in ACTIVE):
+          and unit.get("Result") == "success"):
         record["successes"] += 1
         record["succeeded_at"] = exited
     if exited is not None:
