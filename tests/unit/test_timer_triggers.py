@@ -201,3 +201,23 @@ def test_restarts_systemd_made_are_runs_not_starts(version):
     assert len(found.started) == 1 and found.succeeded == []
     oneshot = hb.runs([e for e in capture(version)["journal"] if e["UNIT"] == SERVICE])
     assert len(oneshot.started) == len(process_log(capture(version), "start"))
+
+
+@pytest.mark.parametrize("value, expected", [
+    (["a.service"], "a.service"), ("a.service b.service", "a.service"), ([], None), ("", None),
+    ([7, "b.service"], "b.service"), ("../../etc/passwd", None), (["x" * 300 + ".service"], None),
+    ({"a.service": 1}, None), (None, None), (b"a.service", None),
+])
+def test_what_a_timer_triggers_is_a_unit_name_or_nothing(value, expected):
+    """Triggers as the bus gives it (a list), as systemctl prints it (words), or as a lying bus
+    or a crafted systemctl could: anything but a unit name is no service."""
+    assert hb.triggered_unit({"Triggers": value}) == expected
+
+
+def test_a_bus_that_sends_triggers_of_the_wrong_type_is_not_believed():
+    unit = {"Unit": TIMER}
+    for wrong in ("a.service", [b"a.service"], 5, [("a.service",)]):
+        hb.store_answers([(unit, "Triggers", None)], [(wrong,)])
+        assert "Triggers" not in unit
+    hb.store_answers([(unit, "Triggers", None)], [(["a.service"],)])
+    assert unit["Triggers"] == ["a.service"]
