@@ -132,14 +132,17 @@ def test_a_bad_threshold_is_one_line_naming_it(flag, value, message):
     assert (done.returncode, done.stdout, done.stderr) == (64, "", f"systemd-daily-summary: {message}\n")
 
 
-def test_the_daily_playbook_passes_its_trust_variables():
-    """playbooks/daily-summary.yml hands systemd_daily_summary_trust_* to the flags (a bad one
-    stops it with the summary's line)."""
+def test_the_daily_playbook_passes_its_trust_variables(tmp_path):
+    """playbooks/daily-summary.yml hands systemd_daily_summary_trust_* from the inventory to the
+    flags (a bad one stops it with the summary's line)."""
     from helpers import ANSIBLE_PLAYBOOK, ROOT
 
-    done = subprocess.run([ANSIBLE_PLAYBOOK, str(ROOT / "playbooks/daily-summary.yml"),
-                           "-e", "systemd_daily_summary_url=http://127.0.0.1:9",
-                           "-e", "systemd_daily_summary_trust_min_seen=2"],
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                                        "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n")
+    (tmp_path / "group_vars" / "all.yml").write_text("systemd_daily_summary_trust_min_seen: 2\n")
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(tmp_path / "hosts.yml"), str(ROOT / "playbooks/daily-summary.yml"),
+                           "-e", "systemd_daily_summary_url=http://127.0.0.1:9"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ})
     assert done.returncode != 0
     assert "--trust-min-seen '2' is not a fraction in (0, 1]" in done.stdout
