@@ -206,16 +206,19 @@ AUTO_PULL_DROP_INS = {
 CADDY_STAND_IN = "[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/sh -c 'date +%%s >> /run/caddy-reloads'\n"
 
 
-def install_auto_pull(host: str) -> None:
+def install_auto_pull(host: str, drop_ins: dict[str, str] | None = None, start: bool = True) -> None:
     """The units and script of docs/examples as they are, on a host with a real git repository
-    to poll (a bare one on the host stands in for GitHub), and a caddy.service to reload."""
+    to poll (a bare one on the host stands in for GitHub), and a caddy.service to reload; the
+    lab's timings as drop-ins (`drop_ins`: unit -> its drop-in, AUTO_PULL_DROP_INS by default).
+    `start`: enable and start the timer (else only enable it)."""
     import base64
 
     files = {f"/etc/systemd/system/{AUTO_PULL}": (EXAMPLES / AUTO_PULL).read_text(),
              f"/etc/systemd/system/{AUTO_PULL_TIMER}": (EXAMPLES / AUTO_PULL_TIMER).read_text(),
              "/usr/local/bin/infrastructure-auto-pull": (EXAMPLES / "infrastructure-auto-pull").read_text(),
              "/etc/systemd/system/caddy.service": CADDY_STAND_IN}
-    files.update({f"/etc/systemd/system/{unit}.d/lab-timings.conf": text for unit, text in AUTO_PULL_DROP_INS.items()})
+    files.update({f"/etc/systemd/system/{unit}.d/lab-timings.conf": text
+                  for unit, text in (AUTO_PULL_DROP_INS if drop_ins is None else drop_ins).items()})
     script = ["set -e", "command -v git >/dev/null || { apt-get update -qq && "
               "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git >/dev/null; }",
               "rm -rf /srv/infrastructure /srv/infrastructure.git /srv/infrastructure.git.away /srv/upstream "
@@ -229,7 +232,7 @@ def install_auto_pull(host: str) -> None:
         encoded = base64.b64encode(text.encode()).decode()
         script.append(f"mkdir -p {path.rsplit('/', 1)[0]} && echo {encoded} | base64 -d > {path}")
     script += ["chmod 0755 /usr/local/bin/infrastructure-auto-pull", "systemctl daemon-reload",
-               f"systemctl start caddy.service; systemctl enable --now {AUTO_PULL_TIMER}"]
+               f"systemctl start caddy.service; systemctl enable {'--now ' if start else ''}{AUTO_PULL_TIMER}"]
     sh(host, "\n".join(script))
 
 

@@ -156,6 +156,47 @@ def delete_series(url: str, match: str) -> None:
     urllib.request.urlopen(f"{url}/api/v1/admin/tsdb/delete_series", data=data, timeout=60).read()
 
 
+def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, *extra_vars: str):
+    """A context: a real vmalert evaluating the role's rules (rendered by tests/alerts/render.yml
+    into `directory`, evaluated every 2 s unless `extra_vars`, `-e` values of the role's
+    variables, say otherwise), every group scoped with `params: extra_filters[]` to the series
+    `scope` selects (VictoriaMetrics and Alertmanager are shared: it evaluates and alerts on
+    nothing else), notifying the lab's Alertmanager; yields its process. Afterwards the series
+    `scope` selects (the test's and what vmalert wrote) are deleted."""
+    import contextlib
+    import subprocess
+
+    import yaml
+
+    @contextlib.contextmanager
+    def running():
+        settings = ["-e", "systemd_monitoring_alerts_evaluation_interval=2s"]
+        for pair in extra_vars:
+            settings += ["-e", pair]
+        done = subprocess.run([ANSIBLE_PLAYBOOK, str(ROOT / "tests/alerts/render.yml"),
+                               "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}",
+                               *settings], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stdout[-3000:]
+        rules = yaml.safe_load((directory / "rules.yml").read_text())
+        for group in rules["groups"]:
+            group["params"] = {"extra_filters[]": [scope]}
+        (directory / "scoped.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+        process = subprocess.Popen([lab.tool("vmalert"), f"-rule={directory / 'scoped.yml'}",
+                                    f"-datasource.url={victoria.url}", f"-remoteWrite.url={victoria.url}",
+                                    f"-notifier.url=http://127.0.0.1:{lab.ALERTMANAGER_PORT}",
+                                    "-httpListenAddr=127.0.0.1:0", "-rule.evalDelay=0s", "-loggerLevel=WARN"],
+                                   stdout=subprocess.DEVNULL, stderr=open(directory / "vmalert.log", "w"))
+        try:
+            yield process
+        finally:
+            process.terminate()
+            process.wait(30)
+            victoria.flush()  # what vmalert wrote as it stopped: delete_series misses rows not flushed yet
+            delete_series(victoria.url, scope)
+
+    return running()
+
+
 class TookTooLong(Exception):
     """A test ran past its time limit (time_limited)."""
 

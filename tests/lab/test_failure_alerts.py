@@ -15,16 +15,12 @@ deleted at the end.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
-import yaml
 
-from helpers import ANSIBLE_PLAYBOOK, ROOT, heartbeat_host
+from helpers import ROOT, heartbeat_host, scoped_vmalert
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
 from lab import wait_until
 from test_failure_events import LOGS, SCRIPTS, disable, enable, install_scripts, run, runs, unit
@@ -57,28 +53,8 @@ def host(request, lab):
 def vmalert(lab, host, victoria, tmp_path_factory):
     """vmalert with the role's rules, scoped to this host's labels (`{host}-alerts...`), notifying
     the lab's Alertmanager; the labels' series are deleted afterwards."""
-    directory = tmp_path_factory.mktemp("vmalert")
-    done = subprocess.run([ANSIBLE_PLAYBOOK, str(ROOT / "tests/alerts/render.yml"),
-                           "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}",
-                           "-e", "systemd_monitoring_alerts_evaluation_interval=2s"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-3000:]
-    rules = yaml.safe_load((directory / "rules.yml").read_text())
-    scope = f'{{host=~"{host}-alerts.*"}}'
-    for group in rules["groups"]:
-        group["params"] = {"extra_filters[]": [scope]}
-    (directory / "scoped.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
-    process = subprocess.Popen([lab.tool("vmalert"), f"-rule={directory / 'scoped.yml'}",
-                                f"-datasource.url={victoria.url}", f"-remoteWrite.url={victoria.url}",
-                                f"-notifier.url={alert_latency.ALERTMANAGER}", "-httpListenAddr=127.0.0.1:0",
-                                "-rule.evalDelay=0s", "-loggerLevel=WARN"],
-                               stdout=subprocess.DEVNULL, stderr=open(directory / "vmalert.log", "w"))
-    yield process
-    process.terminate()
-    process.wait(30)
-    victoria.flush()  # what vmalert wrote as it stopped: delete_series misses rows not flushed yet
-    data = urllib.parse.urlencode({"match[]": scope}).encode()
-    urllib.request.urlopen(f"{victoria.url}/api/v1/admin/tsdb/delete_series", data=data, timeout=10).read()
+    with scoped_vmalert(lab, victoria, tmp_path_factory.mktemp("vmalert"), f'{{host=~"{host}-alerts.*"}}') as process:
+        yield process
 
 
 def push(lab, host: str, victoria, label: str, state: str, user: str = "") -> None:
