@@ -202,6 +202,7 @@ def test_the_success_ratio_alert_fired_in_alertmanager(scenario):
     alert = scenario["alert"]
     assert alert["labels"]["severity"] == "warning"
     assert f"{AUTO_PULL_TIMER} on {scenario['label']}" in alert["annotations"]["summary"], alert["annotations"]
+    assert "that ended in the last 1 minute, " in alert["annotations"]["description"]  # the test's 60 s window
 
 
 def test_every_panel_of_the_trust_row_has_data_and_shows_the_failed_run(scenario):
