@@ -7,7 +7,7 @@ dashboard's trust row, all from the real heartbeat's pushes to the lab's Victori
 
 Time is scaled down 30 times so that a window the verdict needs takes 5 minutes, not 2.5 hours:
 the timer polls every 10 s (the example: 5 min; first poll 4 s after it starts: 2 min), with an
-AccuracySec= of 2 s (the example leaves systemd's default, 1 min); a failed pull is retried 1 s
+AccuracySec= of 2 s (the example: 1 s, not scaled down further); a failed pull is retried 1 s
 later (30 s), at most 5 starts (unchanged) within 20 s (10 min); the heartbeat ticks every 1 s
 (the role's 30 s), the alert's window is 60 s (the role's default: 1 day; the test needs a window
 in which one failed run among the others crosses the 90% threshold). All as drop-ins beside the
