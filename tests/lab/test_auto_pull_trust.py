@@ -32,7 +32,7 @@ import urllib.request
 import pytest
 
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
-from helpers import ROOT, delete_series, heartbeat_host, scoped_vmalert
+from helpers import ROOT, delete_series, install_heartbeat, scoped_vmalert
 from helpers_dashboard import panel_requests, systemd_dashboard
 from lab import wait_until
 from test_failure_history import sh
@@ -84,16 +84,18 @@ def summary(victoria, label: str, end: float, *flags: str) -> subprocess.Complet
                            *flags], capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.fixture(scope="module", params=HOSTS)
-def host(request, lab):
-    name = heartbeat_host(request, lab)
+def prepare(lab, name: str) -> None:
+    """The example's units with the scaled drop-ins, and the origin that refuses one fetch."""
+    install_heartbeat(lab, name)
     alert_latency.install_auto_pull(name, DROP_INS, start=False)
     sh(lab, name, "\n".join([
         "set -e", f"rm -rf {WORK} {STATE}; mkdir -p {WORK} {STATE}", f": > {WORK}/fetches",
         f"echo {FAILING_RUN} > {WORK}/fail-at",
         f"cat > {WORK}/origin <<'SCRIPT'\n#!/bin/sh\n{ORIGIN}SCRIPT", f"chmod 755 {WORK}/origin",
         f"git -C /srv/infrastructure config remote.origin.uploadpack {WORK}/origin"]))
-    yield name
+
+
+def clean(lab, name: str) -> None:
     sh(lab, name, f"systemctl stop {HEARTBEAT}.timer {HEARTBEAT}.service; "
                   f"systemctl reset-failed {HEARTBEAT}.timer {HEARTBEAT}.service", check=False)
     alert_latency.remove_auto_pull(name)
@@ -101,14 +103,42 @@ def host(request, lab):
 
 
 @pytest.fixture(scope="module")
-def scenario(lab, host, victoria, tmp_path_factory):
+def scenarios(request, lab, victoria, tmp_path_factory) -> dict:
+    """Each host's scenario (play), the hosts side by side: each is minutes of waiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if any("trixie" in name for name in HOSTS):
+        request.getfixturevalue("trixie")
+
+    def run(name: str):
+        try:
+            prepare(lab, name)
+            return play(lab, name, victoria, tmp_path_factory.mktemp(f"vmalert-{name}"))
+        except Exception as error:  # pylint: disable=broad-exception-caught  (raised by its host's tests)
+            return error
+        finally:
+            clean(lab, name)
+
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        return dict(zip(HOSTS, pool.map(run, HOSTS)))
+
+
+@pytest.fixture(scope="module", params=HOSTS)
+def scenario(request, scenarios) -> dict:
+    found = scenarios[request.param]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def play(lab, host: str, victoria, vmalert_dir) -> dict:
     """The timer polled for WINDOW seconds, FAILING_RUN refused, with the heartbeat ticking and
     vmalert watching; what the owner would see, read at the end."""
     label = f"{host}-autopull"
     scope = f'{{host="{label}"}}'
     delete_series(victoria.url, scope)
     found: dict = {"label": label}
-    with scoped_vmalert(lab, victoria, tmp_path_factory.mktemp("vmalert"), scope,
+    with scoped_vmalert(lab, victoria, vmalert_dir, scope,
                         "systemd_monitoring_alerts_heartbeat_interval=1",
                         "systemd_monitoring_alerts_timer_trust_window_seconds=60") as vmalert:
         try:
