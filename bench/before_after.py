@@ -1,6 +1,7 @@
 """Benchmark: one heartbeat tick, two versions of the code, interleaved in one run on one lab host.
 
     sudo .venv/bin/python bench/before_after.py [--before f40ecf3] [--after REV] [--sizes 12,200,1000] [--repeat 101]
+                                                [--timers yes|no]
 
 BEFORE and AFTER are git revisions; AFTER defaults to the working tree. Each version is installed
 on lab-host6 (booted for this, nothing else on it) the way the role deploys it, side by side: its
@@ -9,7 +10,8 @@ where the version has it, else the single module files/systemd-heartbeat.py as
 systemd_heartbeat.py), precompiled with `python3 -m compileall -q -f`, run through the launcher
 (`#!/usr/bin/python3 -IS`) rendered from that version's own role template.
 For each N the host gets the units bench/peers.py loads (bench-NNNN: oneshot services that stay
-active, one in ten failed, one in ten a timer; earlier sizes unloaded), both versions allowlist
+active, one in ten failed, one in ten a timer, or with --timers no services only, so a change to
+what a timer costs stays out; earlier sizes unloaded), both versions allowlist
 exactly them, and inside the host (bench/before_after_harness.py) each version ticks REPEAT
 times, alternating, with its own state directory, as the service runs it. Measured per tick as
 bench/peers.py measures the heartbeat: wall, CPU of the process and its children, and the CPU
@@ -103,6 +105,8 @@ def main() -> int:
     parser.add_argument("--after", default=None, help="git revision (default: the working tree)")
     parser.add_argument("--sizes", default="12,200,1000")
     parser.add_argument("--repeat", type=int, default=101)
+    parser.add_argument("--timers", choices=("yes", "no"), default="yes",
+                        help="one unit in ten a timer (yes, the default) or services only (no)")
     args = parser.parse_args()
     started = time.monotonic()
     versions = dict(zip(VERSIONS, (version(args.before), version(args.after))))
@@ -118,13 +122,14 @@ def main() -> int:
     print(f"Machine: {machine()}; {HOST}: systemd {systemd}, Python {py}; {args.repeat} ticks of each version, "
           "interleaved; median wall / CPU ms per tick (CPU: the process and its children), + the CPU "
           "systemd and dbus-daemon spent meanwhile; ratio after / before of the medians (wall, paired: "
-          "the median of the ratios within each round), 90 % interval in brackets (rounds resampled).\n")
+          "the median of the ratios within each round), 90 % interval in brackets (rounds resampled). Units: "
+          + ("one in ten a timer" if args.timers == "yes" else "services only, no timers") + ".\n")
     print("| N monitored (loaded; samples a tick, before / after) | before | after | after / before: wall | wall, paired | "
           "CPU | CPU with systemd, dbus-daemon |")
     print("|---:|---|---|---|---|---|---|")
     spreads, others = [], []
     for size in (int(s) for s in args.sizes.split(",")):
-        loaded = allowlist_units(size, timers=True)
+        loaded = allowlist_units(size, timers=args.timers == "yes")
         other, start = cpu_outside(HOST), time.monotonic()
         answer = run_harness("before_after_harness.py", "/opt/bench/allowlist", url, str(args.repeat), *launchers,
                              at=f"N = {size}")
