@@ -229,18 +229,22 @@ def observe_successes(record: dict, unit: dict, before: "dict | None", journal: 
         record["exit_seen"] = exited
 
 
-def observe_timers(records: dict, units: list[dict], before: dict, wall: float, monotonic: float) -> None:
+def observe_timers(records: dict, units: list[dict], before: dict, wall: float, monotonic: float,
+                   read: "dict | None" = None) -> None:
     """Each timer's triggers and their lateness (triggers.observe_timer), with the runs of its
-    service that began since the last look (when the journal was read for it)."""
+    service that began since the last look (when the journal was read for it: `read`, the
+    units whose runs it gave, whose records hold them until here)."""
     for unit in units:
         name = str(unit["Unit"])
-        if unit_type(name) != "timer" or unit.get("LoadState") == "not-found":
+        # endswith, not unit_type: it runs for every unit at every tick
+        if not name.endswith(".timer") or unit.get("LoadState") == "not-found":
             continue
         service = triggered_unit(unit) or records[name].get("service")
         observe_timer(records[name], before.get(name), unit, next_elapse(unit, wall, monotonic),
                       parse_timestamp(unit.get("LastTriggerUSec")), records.get(service, {}).get("new_starts"), wall)
-    for record in records.values():
-        record.pop("new_starts", None)
+    for name in read or ():
+        if name in records:
+            records[name].pop("new_starts", None)
 
 
 def observe_inferred(record: dict, unit: dict, before, previous_look, is_service: bool, code, status, restarts) -> None:
@@ -296,7 +300,7 @@ def observe_all(units: list[dict], memory: dict, recorded: "dict | None" = None,
                                           recorded.get(str(unit["Unit"])), runs.get(str(unit["Unit"])))
                for unit in units}
     if clock:
-        observe_timers(records, units, before, *clock)
+        observe_timers(records, units, before, *clock, read=runs)
     return records
 
 
