@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -156,6 +157,11 @@ def delete_series(url: str, match: str) -> None:
     urllib.request.urlopen(f"{url}/api/v1/admin/tsdb/delete_series", data=data, timeout=60).read()
 
 
+# One rendering at a time: two scenarios side by side (test_auto_pull_trust) once had one
+# ansible-playbook fail at once with nothing on stdout.
+RENDERING = threading.Lock()
+
+
 def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, *extra_vars: str):
     """A context: a real vmalert evaluating the role's rules (rendered by tests/alerts/render.yml
     into `directory`, evaluated every 2 s unless `extra_vars`, `-e` values of the role's
@@ -173,10 +179,11 @@ def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, 
         settings = ["-e", "systemd_monitoring_alerts_evaluation_interval=2s"]
         for pair in extra_vars:
             settings += ["-e", pair]
-        done = subprocess.run([ANSIBLE_PLAYBOOK, str(ROOT / "tests/alerts/render.yml"),
-                               "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}",
-                               *settings], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, done.stdout[-3000:]
+        with RENDERING:
+            done = subprocess.run([ANSIBLE_PLAYBOOK, str(ROOT / "tests/alerts/render.yml"),
+                                   "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}",
+                                   *settings], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         rules = yaml.safe_load((directory / "rules.yml").read_text())
         for group in rules["groups"]:
             group["params"] = {"extra_filters[]": [scope]}

@@ -158,9 +158,13 @@ def play(lab, host: str, victoria, vmalert_dir) -> dict:
             found["alert"] = wait_until("SystemdTimerSuccessRatioLow in Alertmanager", lambda: alert_latency.firing(
                 "SystemdTimerSuccessRatioLow", label, AUTO_PULL_TIMER), timeout=60, step=1)
             assert vmalert.poll() is None
-            # the window: from 1 s after the timer started (its first poll comes 2 s after) for WINDOW
-            found["end"] = end = started + 1 + WINDOW
-            wait_until("the window's end", lambda: time.time() > end + 3, timeout=WINDOW + 60, step=1)
+            # the window: WINDOW long, ending midway between two polls near WINDOW s after the
+            # start, so that no run (nor the tick that sees it end) sits on its edge: the retry
+            # moved every later poll (OnUnitActiveSec= counts from the last activation)
+            nominal = started + 1 + WINDOW
+            wait_until("the window's end", lambda: time.time() > nominal + INTERVAL + 3, timeout=WINDOW + 60, step=1)
+            last = max(at for _, _, at in fetches(lab, host) if at <= nominal)
+            found["end"] = end = last + INTERVAL / 2
             sh(lab, host, f"systemctl stop {AUTO_PULL_TIMER}")
             victoria.wait_for_push(label, time.time())
             found["restarts"] = restarts(lab, host, started)
