@@ -7,8 +7,9 @@ dashboard's trust row, all from the real heartbeat's pushes to the lab's Victori
 
 Time is scaled down 60 times so that a window the verdict needs takes 2.5 minutes, not 2.5 hours
 (both hosts side by side: the suite waits for them once): the timer polls every 5 s (the
-example: 5 min; first poll 2 s after it starts: 2 min), with an AccuracySec= of 1 s (the
-example's, not scaled down further); a failed pull is retried 0.5 s later (30 s), at most 5 starts
+example: 5 min; first poll 2 s after it starts: 2 min), with an AccuracySec= of 1 ms (the
+example's 1 s scaled down is 17 ms; with 1 s a CI run's polls came about 0.25 s late each, and
+one fell on the window's edge); a failed pull is retried 0.5 s later (30 s), at most 5 starts
 (unchanged) within 10 s (10 min); the heartbeat ticks every 1 s (the role's 30 s), the alert's
 window is 30 s (the role's default: 1 day; the test needs a window in which one failed run among
 the others crosses the 90% threshold). All as drop-ins beside the
@@ -50,7 +51,7 @@ INTERVAL = 300 / SCALE  # OnUnitActiveSec=5min
 WINDOW = 150  # the trust report's window: 2.5 min, 30 polls
 # the example's times divided by SCALE (an empty OnActiveSec= drops both of its timer settings)
 DROP_INS = {
-    AUTO_PULL_TIMER: "[Timer]\nOnActiveSec=\nOnActiveSec=2s\nOnUnitActiveSec=5s\n",
+    AUTO_PULL_TIMER: "[Timer]\nOnActiveSec=\nOnActiveSec=2s\nOnUnitActiveSec=5s\nAccuracySec=1ms\n",
     AUTO_PULL: "[Unit]\nStartLimitIntervalSec=10s\n[Service]\nRestartSec=500ms\n",
 }
 FAILING_RUN = 4  # the origin refuses the 4th fetch
