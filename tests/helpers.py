@@ -157,8 +157,9 @@ def delete_series(url: str, match: str) -> None:
     urllib.request.urlopen(f"{url}/api/v1/admin/tsdb/delete_series", data=data, timeout=60).read()
 
 
-# One rendering at a time: two scenarios side by side (test_auto_pull_trust) once had one
-# ansible-playbook fail at once with nothing on stdout.
+# One rendering at a time, its stdin not the suite's: with two scenarios side by side
+# (test_auto_pull_trust) ansible-playbook refused to start, "Ansible requires blocking IO on
+# stdin" (an ssh in the other thread had made the stdin they share non-blocking).
 RENDERING = threading.Lock()
 
 
@@ -182,7 +183,8 @@ def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, 
         with RENDERING:
             done = subprocess.run([ANSIBLE_PLAYBOOK, str(ROOT / "tests/alerts/render.yml"),
                                    "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}",
-                                   *settings], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+                                   *settings], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                                  stdin=subprocess.DEVNULL)  # ssh beside it can leave a shared stdin non-blocking
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         rules = yaml.safe_load((directory / "rules.yml").read_text())
         for group in rules["groups"]:
