@@ -60,8 +60,8 @@ def heartbeat_host(request, lab) -> str:
 
 
 PACKAGE_PARENT = ROOT / "plugins/module_utils"
-STAGES = ("model", "syscalls", "text", "units", "values", "triggers", "history", "bus_wire", "read_bus", "read_systemctl", "read_journal", "read", "shape", "otlp",
-          "push", "state", "spool", "cli")
+STAGES = ("model", "syscalls", "text", "units", "values", "triggers", "history", "bus_wire", "read_bus",
+          "read_systemctl", "read_journal", "read", "shape", "otlp", "push", "state", "spool", "cli")
 
 
 def load_heartbeat():

@@ -424,8 +424,9 @@ def test_environment_against_os_environ_with_raw_envp():
 CAP = state.ADDRESS_SPACE_CAPPED
 SAFETY_NET = 3 << 30          # not the service's cap: only keeps a bomb that gets through off the machine
 PEAK_RESIDENT_LIMIT_KB = 512 * 1024
-TIME_LIMIT = 3.0              # "a fraction of a second" of CPU time (0.2 s idle), with slack for a VM whose
-                              # CPU time counts what other guests steal (1.3 s in a loaded CI run)
+# "a fraction of a second" of CPU time (0.2 s idle), with slack for a VM whose CPU time counts
+# what other guests steal (1.3 s in a loaded CI run)
+TIME_LIMIT = 3.0
 MEMORY_FILE = "last-push.marshal"
 
 

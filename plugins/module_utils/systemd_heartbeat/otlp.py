@@ -73,9 +73,12 @@ _HISTOGRAM_NO_VALUE = _tag(10, 0) + _varint(1)
 def _histogram_data_point(labels: tuple, value: "tuple | None", time_ns: bytes, attributes: dict) -> bytes:
     """`value`: (count, sum, per-bucket counts (not cumulative: one more than bounds), bounds);
     None for a staleness marker. VictoriaMetrics stores it as name_bucket{le}, _sum, _count."""
-    body = b"".join([attributes.get(("h",) + pair) or attributes.setdefault(("h",) + pair,
-                                                                         _bytes_field(9, _key_value(*pair)))
-                     for pair in labels]) + _TIME_TAG + time_ns
+    # a histogram's attributes are field 9 (a number's are 7): cached under their own keys
+    encoded = []
+    for pair in labels:
+        key = ("h",) + pair
+        encoded.append(attributes.get(key) or attributes.setdefault(key, _bytes_field(9, _key_value(*pair))))
+    body = b"".join(encoded) + _TIME_TAG + time_ns
     if value is None:
         return body + _HISTOGRAM_NO_VALUE
     count, total, counts, bounds = value
