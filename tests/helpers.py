@@ -114,7 +114,7 @@ class VictoriaMetrics:
             return []
         # the export gives each stored block's samples in turn, not one series sorted by time
         pairs = sorted(zip(lines[0]["timestamps"], lines[0]["values"]), key=lambda pair: pair[0])
-        return [float(v) if v is not None else float("nan") for _, v in pairs]
+        return [float(v) if v is not None else float("nan") for _at, v in pairs]
 
     def series_names(self, match: str) -> set[str]:
         data = urllib.parse.urlencode({"match[]": match}).encode()

@@ -62,7 +62,7 @@ def test_runs_seen_and_expected(answers):
 
 def test_runs_by_result_are_the_runs_that_failed(answers):
     (bars,) = answers["Runs by result"]
-    counted = {(row["metric"]["unit"], row["metric"]["result"]): sum(float(v) for _, v in row["values"])
+    counted = {(row["metric"]["unit"], row["metric"]["result"]): sum(float(v) for _at, v in row["values"])
                for row in bars}
     assert {key: n for key, n in counted.items() if key[1] != "success"} == {
         ("beta-pull.timer", "exit-code"): 1, ("beta-pull.timer", "signal"): 4}
@@ -70,7 +70,7 @@ def test_runs_by_result_are_the_runs_that_failed(answers):
 
 def test_lateness_last_worst_and_distribution(answers):
     (lines,) = answers["Lateness of the last trigger"]
-    assert {row["metric"]["unit"]: max(float(v) for _, v in row["values"]) for row in lines} == {
+    assert {row["metric"]["unit"]: max(float(v) for _at, v in row["values"]) for row in lines} == {
         "alpha-pull.timer": 0.5, "beta-pull.timer": 40, "gamma-pull.timer": 0.5}
     median, p99, worst = (by_unit(result) for result in answers["Lateness in the time range"])
     assert worst == {"alpha-pull.timer": 0.5, "beta-pull.timer": 40, "gamma-pull.timer": 0.5}

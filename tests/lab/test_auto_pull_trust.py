@@ -116,7 +116,8 @@ def scenarios(request, lab, victoria, tmp_path_factory) -> dict:
         try:
             prepare(lab, name)
             return play(lab, name, victoria, tmp_path_factory.mktemp(f"vmalert-{name}"))
-        except Exception as error:  # pylint: disable=broad-exception-caught  (raised by its host's tests)
+        except Exception as error:  # pylint: disable=broad-exception-caught
+            # raised by its host's tests (the scenario fixture)
             return error
         finally:
             clean(lab, name)
@@ -164,7 +165,7 @@ def play(lab, host: str, victoria, vmalert_dir) -> dict:
             # moved every later poll (OnUnitActiveSec= counts from the last activation)
             nominal = started + 1 + WINDOW
             wait_until("the window's end", lambda: time.time() > nominal + INTERVAL + 3, timeout=WINDOW + 60, step=1)
-            last = max(at for _, _, at in fetches(lab, host) if at <= nominal)
+            last = max(at for _n, _what, at in fetches(lab, host) if at <= nominal)
             found["end"] = end = last + INTERVAL / 2
             sh(lab, host, f"systemctl stop {AUTO_PULL_TIMER}")
             victoria.wait_for_push(label, time.time())
@@ -245,5 +246,5 @@ def test_every_panel_of_the_trust_row_has_data_and_shows_the_failed_run(scenario
     panels, want = scenario["panels"], expected(scenario)
     assert [title for title, results in panels.items() for result in results if not result] == []
     (bars,) = panels["Runs by result"]
-    counted = {row["metric"]["result"]: sum(float(v) for _, v in row["values"]) for row in bars}
+    counted = {row["metric"]["result"]: sum(float(v) for _at, v in row["values"]) for row in bars}
     assert counted["exit-code"] == 1, counted

@@ -108,7 +108,7 @@ def test_a_timer_that_fires_every_two_seconds(lab, host, victoria):
     starts, exits = runs(lab, host, service)
     assert len(starts) == len(exits)
     assert value(samples, "systemd_timer_triggers_total", timer) == len(starts)
-    by_outcome = {"success": sum(1 for status, _ in exits if status == 0), "exit-code": 1}
+    by_outcome = {"success": sum(1 for status, _at in exits if status == 0), "exit-code": 1}
     for result, count in by_outcome.items():
         assert value(samples, "systemd_timer_runs_total", timer, service=service, result=result) == count, result
     assert value(samples, "systemd_timer_last_success_timestamp_seconds", timer) == pytest.approx(

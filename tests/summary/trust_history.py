@@ -66,8 +66,8 @@ def build(host: str, timers: list[Timer], since: float, until: float) -> str:
 def timer_lines(host: str, timer: Timer, ticks: list[float], until: float) -> list[str]:
     labels = {"host": host, "unit": timer.unit}
     fired = timer.triggers(until)
-    moments = [moment for _, moment in fired]
-    late = [timer.late.get(j, 0.5) for j, _ in fired]
+    moments = [moment for _j, moment in fired]
+    late = [timer.late.get(j, 0.5) for j, _moment in fired]
     ends = [(moment + 2, timer.results.get(j, "success")) for j, moment in fired]
     seen = [bisect_right(moments, t) for t in ticks]  # triggers by each tick
 
@@ -89,7 +89,7 @@ def timer_lines(host: str, timer: Timer, ticks: list[float], until: float) -> li
     total = running(late)
     lines.append(series("systemd_timer_trigger_lateness_seconds_sum", labels, [(t, total[n]) for t, n in zip(ticks, seen)]))
     lines.append(series("systemd_timer_trigger_lateness_seconds_count", labels, [(t, float(n)) for t, n in zip(ticks, seen)]))
-    for result in sorted({result for _, result in ends}):
+    for result in sorted({result for _at, result in ends}):
         mine = [moment for moment, r in ends if r == result]
         ended = [(t, bisect_right(mine, t)) for t in ticks]
         lines.append(series("systemd_timer_runs_total", {**labels, "service": timer.service, "result": result},

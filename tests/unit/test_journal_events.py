@@ -278,7 +278,7 @@ def test_a_failure_journald_has_not_stored_yet_waits_for_the_next_tick(version, 
     the refusal (the state change), 0.5 s after the run that failed, and was counted twice. The
     unit now waits for the next tick, which reads those entries: one failure per failed run, at
     its run's "Failed with result", given up on."""
-    import systemd_heartbeat.read_journal as read_journal
+    from systemd_heartbeat import read_journal
 
     monkeypatch.setattr(read_journal, "journal_readable", lambda: True)
     journal = case(version, "start-limit-on-failure")["journal"]

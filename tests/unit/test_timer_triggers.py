@@ -78,7 +78,7 @@ def value(samples: list, name: str, **labels) -> "float | tuple | None":
 
 @pytest.fixture
 def readable(monkeypatch):
-    import systemd_heartbeat.read_journal as read_journal
+    from systemd_heartbeat import read_journal
 
     monkeypatch.setattr(read_journal, "journal_readable", lambda: True)
 
@@ -100,7 +100,7 @@ def test_triggers_runs_and_lateness_between_two_ticks_from_the_journal(version, 
                            last_exit + 1.0, Journal(journal))
     assert memory["history_source"] == "journal"
     assert value(samples, "systemd_timer_triggers_total") == len(runs) == 4
-    failed = [status for status, _ in exits if status]
+    failed = [status for status, _at in exits if status]
     assert value(samples, "systemd_timer_runs_total", service=SERVICE, result="success") == len(exits) - len(failed)
     assert value(samples, "systemd_timer_runs_total", service=SERVICE, result="exit-code") == len(failed) == 1
     assert value(samples, "systemd_timer_last_trigger_lateness_seconds") == pytest.approx(runs[0][1] - (started + 1.0),
@@ -121,16 +121,16 @@ def test_a_tick_per_run_without_the_journal(version):
     fixture = capture(version)
     started = fixture["did"][0]["end_us"] / 1e6
     runs, exits = process_log(fixture, "start"), process_log(fixture, "exit")
-    memory, _ = tick([timer(started, None, started + 1.0), service(0.0, None)], {}, started + 0.1, use_journal=False)
+    memory = tick([timer(started, None, started + 1.0), service(0.0, None)], {}, started + 0.1, use_journal=False)[0]
     scheduled = started + 1.0  # OnActiveSec=1s, then OnUnitActiveSec=2s after each run began
-    for (_, began), (status, ended) in zip(runs, exits):
+    for (_pid, began), (status, ended) in zip(runs, exits):
         memory, samples = tick([timer(ended, began, began + 2.0), service(ended, ended, "exit-code" if status else "success")],
                                memory, ended + 0.05, use_journal=False)
         assert value(samples, "systemd_timer_last_trigger_lateness_seconds") == pytest.approx(began - scheduled, abs=0.1)
         scheduled = began + 2.0
     assert memory["history_source"] == "inferred"
     assert value(samples, "systemd_timer_triggers_total") == len(runs)
-    failed = [status for status, _ in exits if status]
+    failed = [status for status, _at in exits if status]
     assert value(samples, "systemd_timer_runs_total", service=SERVICE, result="success") == len(exits) - len(failed)
     assert value(samples, "systemd_timer_runs_total", service=SERVICE, result="exit-code") == len(failed)
     # each trigger came within AccuracySec=1ms of the elapse the tick before saw (its run's start
