@@ -240,7 +240,7 @@ def observe_timers(records: dict, units: list[dict], before: dict, wall: float, 
         if not name.endswith(".timer") or unit.get("LoadState") == "not-found":
             continue
         service = triggered_unit(unit) or records[name].get("service")
-        observe_timer(records[name], before.get(name), unit, next_elapse(unit, wall, monotonic),
+        observe_timer(records[name], before.get(name), service, next_elapse(unit, wall, monotonic),
                       parse_timestamp(unit.get("LastTriggerUSec")), records.get(service, {}).get("new_starts"), wall)
     for name in read or ():
         if name in records:

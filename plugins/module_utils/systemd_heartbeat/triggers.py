@@ -36,9 +36,10 @@ def next_elapse(unit: dict, wall: float, monotonic: float) -> "float | None":
     return min(candidates) if candidates else None
 
 
-def observe_timer(record: dict, before: "dict | None", unit: dict, scheduled: "float | None",
+def observe_timer(record: dict, before: "dict | None", service: "str | None", scheduled: "float | None",
                   last: "float | None", starts: "list[float] | None", now: float) -> None:
-    """Follow the timer into `record` (this tick's, history.observe): `scheduled` its next
+    """Follow the timer into `record` (this tick's, history.observe): `service` the unit it
+    triggers (triggered_unit, or as remembered), `scheduled` its next
     elapse now, `last` its LastTriggerUSec now (Unix seconds), `starts`: when its service's
     runs started since the last look, as the journal recorded them (None: not read); `now`:
     when systemd was read. An elapse that does not lie ahead is not kept: while its service
@@ -49,7 +50,6 @@ def observe_timer(record: dict, before: "dict | None", unit: dict, scheduled: "f
     them, the one whose elapse the last look saw scheduled (the trigger itself when it was the
     only one, else the first start the journal recorded); later ones between the same two
     looks are counted, not timed. The first look counts nothing."""
-    service = triggered_unit(unit)
     if service:
         record["service"] = service
     record.setdefault("triggers", 0)
