@@ -31,7 +31,9 @@ import os
 import re
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import requests
@@ -46,6 +48,7 @@ except ImportError:  # run from a checkout without installing
 
 DEFAULT_URL = "http://localhost:30428"
 EX_USAGE = 64
+EX_SOFTWARE = 70  # sysexits.h: an internal error
 STEP = 30  # seconds; the heartbeat's interval, the resolution of failure and staleness episodes
 HOST_MEMORY = "7d"  # a host that pushed in this long before the window is expected in it
 # Mass restarts, as the alert SystemdMassRestart defines them (roles/systemd_monitoring_alerts
@@ -119,12 +122,17 @@ def span(seconds: float) -> str:
 class Victoria:
     """The query API, with every request counted (the count must not grow with units)."""
 
-    def __init__(self, url: str, timeout: float):
+    def __init__(self, url: str, timeout: float, hosts: "list[str] | None" = None):
         self.url, self.timeout, self.requests = url.rstrip("/"), timeout, 0
         self.session = requests.Session()
+        # --host: every series selector of every request narrowed to those hosts by
+        # VictoriaMetrics itself (extra_filters[]), so a summary of one host in a fleet's
+        # VictoriaMetrics reads that host's series only
+        self.scope = {"extra_filters[]": f"{{host=~{regex(set(hosts))}}}"} if hosts else {}
 
     def _get(self, path: str, params: dict, stream: bool = False) -> requests.Response:
         self.requests += 1
+        params = {**params, **self.scope}
         try:
             answer = self.session.post(f"{self.url}{path}", data=params, timeout=self.timeout, stream=stream)
         except requests.RequestException as error:
@@ -142,15 +150,16 @@ class Victoria:
         return self._json(self._get("/api/v1/query_range", {
             "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}))
 
-    def export(self, matches: list[str], start: float, end: float) -> Iterator[dict]:
+    def export(self, matches: list[str], start: float, end: float) -> Iterator[tuple[dict, list[tuple[float, float]]]]:
         """Raw samples, exactly as pushed (for gaps, where interpolation would hide them), of the
-        series any of `matches` selects, one series at a time (an export is read as it streams)."""
+        series any of `matches` selects, one series at a time (an export is read as it streams):
+        (its labels, [(seconds, value), ...]) without its staleness markers."""
         answer = self._get("/api/v1/export", {"match[]": matches, "start": f"{start:.3f}", "end": f"{end:.3f}"},
                            stream=True)
         try:
             for line in answer.iter_lines():
                 if line.strip():
-                    yield json.loads(line)
+                    yield exported(json.loads(line), self.url)
         except ValueError:
             raise QueryError(f"VictoriaMetrics at {self.url} sent an export that is not JSON lines") from None
         except requests.RequestException:
@@ -162,6 +171,22 @@ class Victoria:
             return body["data"]["result"]
         except (ValueError, KeyError, TypeError):
             raise QueryError(f"VictoriaMetrics at {self.url} sent an answer that is not a query result") from None
+
+
+def exported(series: object, url: str) -> tuple[dict, list[tuple[float, float]]]:
+    """One line of an export -> (labels, [(seconds, value), ...]), its staleness markers left out:
+    VictoriaMetrics writes the marker the heartbeat ends a series with (a unit gone, a state
+    left) as a null value, which is no sample. Anything else that is not a number is refused."""
+    try:
+        metric, stamps, values = series["metric"], series["timestamps"], series["values"]  # type: ignore[index]
+        if not (isinstance(metric, dict) and all(isinstance(v, str) for v in metric.values())
+                and isinstance(stamps, list) and isinstance(values, list) and len(stamps) == len(values)):
+            raise TypeError
+        points = [(stamp / 1000, float(value)) for stamp, value in zip(stamps, values)
+                  if value is not None and not isinstance(stamp, bool) and not isinstance(value, bool)]
+    except (KeyError, TypeError, ValueError):
+        raise QueryError(f"VictoriaMetrics at {url} sent an export line that is not a series of numbers") from None
+    return metric, [(at, value) for at, value in points if value == value]  # NaN: a marker too
 
 
 # ------------------------------------------------------------------ shaping
@@ -316,9 +341,8 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
     # 3. failure episodes from the raw samples of failed units (the heartbeat ends a state's
     #    series with a staleness marker, so raw samples mark the episode exactly)
     failed: dict[tuple[str, str], list[float]] = {}
-    for series in victoria.export(['systemd_unit_info{active_state="failed"}'], start, end):
-        key = (series["metric"]["host"], series["metric"]["unit"])
-        failed.setdefault(key, []).extend(t / 1000 for t in series.get("timestamps", []))
+    for metric, points in victoria.export(['systemd_unit_info{active_state="failed"}'], start, end):
+        failed.setdefault((metric["host"], metric["unit"]), []).extend(t for t, _ in points)
     # 4. every failure the heartbeat recorded in the window (each distinct value of the last
     #    failure's time, even for a unit systemd restarted before a tick saw it failed)
     failures = distinct_values(victoria.query(
@@ -334,16 +358,15 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
                 f'host={literal(name)},unit=~{regex(units)}}}' for name, units in sorted(failing.items())]
     status: dict[tuple[str, str], list[tuple[float, float]]] = {}
     infos: dict[tuple[str, str], list[tuple[float, dict]]] = {}
-    for series in victoria.export(matches, start, end) if matches else ():
-        metric = series["metric"]
-        stamps = [t / 1000 for t in series.get("timestamps", [])]
+    for metric, points in victoria.export(matches, start, end) if matches else ():
+        stamps = [t for t, _ in points]
         if metric["__name__"] == "systemd_heartbeat_up":
             record = host(metric["host"])
             record["pushed"] = record["pushed"] or bool(stamps)
             record["heartbeat_gaps"] = [{"from": iso(a), "to": iso(b), "duration": span(b - a), "seconds": round(b - a)}
                                         for a, b in gaps(stamps, start, end, gap_after)] if stamps else []
         elif metric["__name__"] == "systemd_unit_last_exit_status":
-            status.setdefault((metric["host"], metric["unit"]), []).extend(zip(stamps, series["values"]))
+            status.setdefault((metric["host"], metric["unit"]), []).extend(points)
         else:
             infos.setdefault((metric["host"], metric["unit"]), []).extend((t, metric) for t in stamps)
     for samples in infos.values():
@@ -352,7 +375,7 @@ def collect(victoria: Victoria, start: float, end: float, stale_factor: float, g
     for (name, unit), stamps in sorted(failed.items()):
         for first, last in episodes(stamps, gap_after):
             episodes_of.setdefault((name, unit), []).append((first, last))
-            seen = [v for t, v in status.get((name, unit), []) if first <= t <= last and v == v]
+            seen = [v for t, v in status.get((name, unit), []) if first <= t <= last]
             at_failure = [m for m in failures.get((name, unit), []) if first - gap_after <= m <= last]
             host(name)["failed"].append({
                 "unit": unit, "since": iso(first), "until": iso(last),
@@ -746,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(str(error)) from None
         rule = TrustRule(args.trust_window, args.trust_max_failed, args.trust_max_late, args.trust_min_seen,
                          args.trust_max_gap)
-        victoria = Victoria(args.url, args.timeout)
+        victoria = Victoria(args.url, args.timeout, args.host)
         hosts = collect(victoria, start, end, args.stale_factor, args.gap, args.mass_restart_units,
                         args.mass_restart_window)
         timers = trust(victoria, end, rule)
@@ -768,5 +791,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if has_findings(hosts) else 0
 
 
+def guarded(argv: list[str] | None = None) -> int:
+    """main(), but a defect in it is one line and exit status EX_SOFTWARE, never a traceback
+    and exit status 1, which says "findings" to whatever runs the summary."""
+    try:
+        return main(argv)
+    except Exception as error:  # pylint: disable=broad-exception-caught
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        print(f"systemd-daily-summary: internal error (a bug, please report it): {type(error).__name__}: {error} "
+              f"at {Path(frame.filename).name}:{frame.lineno}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded())

@@ -11,6 +11,9 @@ import fixture_units
 from helpers import HEARTBEAT_ON_HOST, ROOT, install_heartbeat
 
 HOST = "lab-host2"
+# The series' host label: not the host's name, which the role's own heartbeat uses when the lab
+# has been deployed to (scripts/demo), and its pushes would mix with these (a CI run)
+LABEL = "lab-host2-e2e"
 ALLOWLIST = "/etc/systemd-heartbeat-test/allowlist"
 STATE = "/var/lib/systemd-heartbeat-test"
 
@@ -48,14 +51,14 @@ def host(lab):
 def tick(lab, url: str, *extra: str) -> tuple[float, float]:
     """One heartbeat tick inside the host; returns the wall-clock window around it."""
     before = time.time()
-    sh(lab, f"{HEARTBEAT_ON_HOST} --allowlist {ALLOWLIST} --url {url} --host {HOST} --state-dir {STATE} "
+    sh(lab, f"{HEARTBEAT_ON_HOST} --allowlist {ALLOWLIST} --url {url} --host {LABEL} --state-dir {STATE} "
             + " ".join(extra))
     return before, time.time()
 
 
 def pushed(victoria, name: str) -> dict[tuple, float]:
     return {tuple(sorted((k, v) for k, v in labels.items() if k != "__name__")): value
-            for labels, value in victoria.query(f'{name}{{host="{HOST}"}}')}
+            for labels, value in victoria.query(f'{name}{{host="{LABEL}"}}')}
 
 
 @pytest.fixture(scope="module", params=["plain", "prometheus-naming"])
@@ -68,7 +71,7 @@ def pushed_tick(request, host, victoria, victoria_prometheus_naming):
         truth = systemd_truth(host, [u for u in fixture_units.UNITS if "@" not in u] +
                               ["lab-worker@one.service", "lab-missing.service"])
         if truth["lab-crashloop.service"]["NRestarts"] == before:
-            target.wait_for_push(HOST, window[0])
+            target.wait_for_push(LABEL, window[0])
             return target, window, truth
     pytest.fail("the crash loop restarted during every tick")
 
@@ -103,7 +106,7 @@ def test_stored_names_are_exact_with_and_without_prometheus_naming(pushed_tick):
     victoria, _, _ = pushed_tick
     # a timer's lateness gauge appears once a tick timed one of its triggers: whether one did
     # depends on when the ticks fell
-    found = victoria.series_names(f'{{host="{HOST}"}}') - written_by_vmalert()
+    found = victoria.series_names(f'{{host="{LABEL}"}}') - written_by_vmalert()
     assert found - {"systemd_timer_last_trigger_lateness_seconds"} == EXPECTED_NAMES
 
 
@@ -112,7 +115,7 @@ def test_active_series_per_unit_match_systemd(pushed_tick):
     reported = list(truth)  # the allowlisted units, lab-broken (failed) and lab-missing
     assert len(reported) == 10
     active = pushed(victoria, "systemd_unit_active")
-    expected = {(("host", HOST), ("sub_state", truth[u]["SubState"]), ("unit", u)):
+    expected = {(("host", LABEL), ("sub_state", truth[u]["SubState"]), ("unit", u)):
                 (1.0 if truth[u]["ActiveState"] == "active" else 0.0) for u in reported}
     # the crash loop may have changed sub_state (running <-> auto-restart) since the tick
     crash = [k for k in active if dict(k)["unit"] == "lab-crashloop.service"]
@@ -165,9 +168,9 @@ def test_timer_seconds_since_last_trigger_within_one_tick(pushed_tick, heartbeat
 
 def test_heartbeat_health(pushed_tick):
     victoria, _, truth = pushed_tick
-    assert pushed(victoria, "systemd_heartbeat_up") == {(("host", HOST),): 1.0}
-    assert pushed(victoria, "systemd_heartbeat_units_reported") == {(("host", HOST),): 10.0}
-    duration = pushed(victoria, "systemd_heartbeat_collect_duration_seconds")[(("host", HOST),)]
+    assert pushed(victoria, "systemd_heartbeat_up") == {(("host", LABEL),): 1.0}
+    assert pushed(victoria, "systemd_heartbeat_units_reported") == {(("host", LABEL),): 10.0}
+    duration = pushed(victoria, "systemd_heartbeat_collect_duration_seconds")[(("host", LABEL),)]
     assert 0 < duration < 5
 
 
@@ -175,13 +178,13 @@ def test_sub_state_change_leaves_exactly_one_series(host, victoria):
     """The tick that sees a change ends the old sub_state's series with a staleness marker."""
     sh(host, "systemctl start lab-active.service")
     before, _ = tick(host, victoria.otlp)
-    victoria.wait_for_push(HOST, before)
+    victoria.wait_for_push(LABEL, before)
     assert [m["sub_state"] for m, _ in victoria.query(
-        f'systemd_unit_active{{host="{HOST}",unit="lab-active.service"}}')] == ["running"]
+        f'systemd_unit_active{{host="{LABEL}",unit="lab-active.service"}}')] == ["running"]
     sh(host, "systemctl stop lab-active.service")
     before, after = tick(host, victoria.otlp)
-    victoria.wait_for_push(HOST, before)
-    series = victoria.query(f'systemd_unit_active{{host="{HOST}",unit="lab-active.service"}}', at=after + 1)
+    victoria.wait_for_push(LABEL, before)
+    series = victoria.query(f'systemd_unit_active{{host="{LABEL}",unit="lab-active.service"}}', at=after + 1)
     assert [(m["sub_state"], v) for m, v in series] == [("dead", 0.0)]
     sh(host, "systemctl start lab-active.service")
 
@@ -193,7 +196,7 @@ AS_NOBODY = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
 
 def dry_run(lab, prefix: str = "", *flags: str) -> tuple[dict[str, float], str]:
     """One --dry-run tick: ({series: value}, stderr)."""
-    answer = lab.ssh(HOST, f"{prefix} {HEARTBEAT_ON_HOST} --allowlist {ALLOWLIST} --host {HOST} --dry-run "
+    answer = lab.ssh(HOST, f"{prefix} {HEARTBEAT_ON_HOST} --allowlist {ALLOWLIST} --host {LABEL} --dry-run "
                      + " ".join(flags))
     series = {}
     for line in answer.stdout.splitlines():
