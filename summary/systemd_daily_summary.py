@@ -144,11 +144,11 @@ class Victoria:
         return answer
 
     def query(self, expr: str, at: float) -> list[dict]:
-        return self._json(self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"}))
+        return self._json(self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"}), "value")
 
     def query_range(self, expr: str, start: float, end: float, step: int = STEP) -> list[dict]:
         return self._json(self._get("/api/v1/query_range", {
-            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}))
+            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}), "values")
 
     def export(self, matches: list[str], start: float, end: float) -> Iterator[tuple[dict, list[tuple[float, float]]]]:
         """Raw samples, exactly as pushed (for gaps, where interpolation would hide them), of the
@@ -159,34 +159,68 @@ class Victoria:
         try:
             for line in answer.iter_lines():
                 if line.strip():
-                    yield exported(json.loads(line), self.url)
+                    metric, points = exported(json.loads(line), self.url)
+                    if metric.get("host"):  # none of the heartbeat's without one (query_rows)
+                        yield metric, points
         except ValueError:
             raise QueryError(f"VictoriaMetrics at {self.url} sent an export that is not JSON lines") from None
         except requests.RequestException:
             raise QueryError(f"VictoriaMetrics at {self.url} broke off an export") from None
 
-    def _json(self, answer: requests.Response) -> list[dict]:
+    def _json(self, answer: requests.Response, key: str) -> list[dict]:
         try:
-            body = answer.json()
-            return body["data"]["result"]
+            return query_rows(answer.json()["data"]["result"], key)
         except (ValueError, KeyError, TypeError):
             raise QueryError(f"VictoriaMetrics at {self.url} sent an answer that is not a query result") from None
+
+
+class Labels(dict):
+    """A series' labels, checked to be text; a label it lacks reads as "" (a series pushed by
+    something else under the heartbeat's names may lack `unit`: no KeyError, no crash)."""
+
+    def __init__(self, labels: object):
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise TypeError
+        super().__init__(labels)
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def query_rows(result: object, key: str) -> list[dict]:
+    """A query's result, checked: each row's labels are text and its `key` a [time, number] pair
+    ("value": an instant query) or a list of them ("values": a range), else ValueError, TypeError
+    or KeyError. A series without a host label is none of the heartbeat's (every series it pushes
+    has one): left out."""
+    if not isinstance(result, list):
+        raise TypeError
+    rows = []
+    for row in result:
+        metric = Labels(row["metric"])
+        for stamp, value in row[key] if key == "values" else [row[key]]:
+            float(stamp)  # raises on anything that is not a number
+            float(value)
+        if metric.get("host"):
+            rows.append({**row, "metric": metric})
+    return rows
 
 
 def exported(series: object, url: str) -> tuple[dict, list[tuple[float, float]]]:
     """One line of an export -> (labels, [(seconds, value), ...]), its staleness markers left out:
     VictoriaMetrics writes the marker the heartbeat ends a series with (a unit gone, a state
     left) as a null value, which is no sample. Anything else that is not a number is refused."""
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     try:
-        metric, stamps, values = series["metric"], series["timestamps"], series["values"]  # type: ignore[index]
-        if not (isinstance(metric, dict) and all(isinstance(v, str) for v in metric.values())
-                and isinstance(stamps, list) and isinstance(values, list) and len(stamps) == len(values)):
+        metric, stamps, values = Labels(series["metric"]), series["timestamps"], series["values"]  # type: ignore[index]
+        if not (isinstance(stamps, list) and isinstance(values, list) and len(stamps) == len(values)
+                and all(number(stamp) for stamp in stamps) and all(v is None or number(v) for v in values)):
             raise TypeError
-        points = [(stamp / 1000, float(value)) for stamp, value in zip(stamps, values)
-                  if value is not None and not isinstance(stamp, bool) and not isinstance(value, bool)]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError):
         raise QueryError(f"VictoriaMetrics at {url} sent an export line that is not a series of numbers") from None
-    return metric, [(at, value) for at, value in points if value == value]  # NaN: a marker too
+    # NaN: a marker too
+    return metric, [(stamp / 1000, value) for stamp, value in zip(stamps, values) if value is not None and value == value]
 
 
 # ------------------------------------------------------------------ shaping
