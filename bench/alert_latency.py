@@ -24,6 +24,7 @@ test_mass_restart.py), so the benchmark and the end-to-end tests are one impleme
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 import lab  # noqa: E402
 
-ALERTMANAGER = f"http://127.0.0.1:{lab.ALERTMANAGER_PORT}"
+# the Alertmanager the vmalert under test notifies: the lab's, or one of its own (molecule's verify)
+ALERTMANAGER = os.environ.get("SYSTEMD_MONITORING_LAB_ALERTMANAGER") or f"http://127.0.0.1:{lab.ALERTMANAGER_PORT}"
 VICTORIA = f"http://127.0.0.1:{lab.VM_PORT}"
 
 CRASHLOOP = "lab-e2e-crashloop.service"

@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,10 @@ TOOL_PACKAGES = ("victoria-metrics", "prometheus-alertmanager")
 SSH_PORT_BASE = 2200
 VM_PORT = 30428
 ALERTMANAGER_PORT = 9093
+# molecule's own Alertmanager (molecule/default): its alerts resolve on its vmalert's windows alone,
+# whatever else evaluates the lab's VictoriaMetrics (the vmalert scripts/demo deploys on lab-host1
+# notifies ALERTMANAGER_PORT with the role's default windows)
+MOLECULE_ALERTMANAGER_PORT = 9095
 HOST_PREFIX = "lab-host"
 TRIXIE_PREFIX = "lab-trixie"
 # What a host runs, by its name's prefix: (Debian suite, debootstrap --include, SSH port base).
@@ -496,10 +501,11 @@ receivers:
 """
 
 
-def start_alertmanager(port: int = ALERTMANAGER_PORT) -> str:
-    """Debian's prometheus-alertmanager on 127.0.0.1:port, clustering off (it binds 0.0.0.0 otherwise)."""
+def start_alertmanager(port: int = ALERTMANAGER_PORT, name: str = "alertmanager") -> str:
+    """Debian's prometheus-alertmanager on 127.0.0.1:port (or find it running), clustering off
+    (it binds 0.0.0.0 otherwise); `name` is its directory under services/."""
     url = f"http://127.0.0.1:{port}"
-    piddir = RUN / "services" / "alertmanager"
+    piddir = RUN / "services" / name
     pid = read_pid(piddir / "pid")
     if pid is not None and healthy(url, "/-/healthy"):
         return url
@@ -621,6 +627,9 @@ def main(argv=None) -> int:
     stop_parser = sub.add_parser("stop", help="stop and remove some hosts, leave the rest running")
     stop_parser.add_argument("hosts", nargs="+")
     sub.add_parser("status", help="what runs")
+    alertmanager_parser = sub.add_parser("alertmanager", help="start (or find running) an Alertmanager of its own")
+    alertmanager_parser.add_argument("--port", type=int, required=True)
+    alertmanager_parser.add_argument("--name", required=True, help="its directory under services/ ('down' stops it)")
     ssh_parser = sub.add_parser("ssh", help="run a command on a lab host over SSH")
     ssh_parser.add_argument("host")
     ssh_parser.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -639,6 +648,11 @@ def main(argv=None) -> int:
                 stop_host(host)
         elif args.command == "status":
             return status()
+        elif args.command == "alertmanager":
+            if not re.fullmatch(r"alertmanager-[a-z0-9-]+", args.name) or not 1024 <= args.port <= 65535:
+                raise LabError(f"--name must be alertmanager-<lowercase letters, digits, dashes> and --port "
+                               f"1024-65535, got {args.name!r}, {args.port}")
+            log(f"{args.name}: {start_alertmanager(args.port, args.name)}")
         elif args.command == "ssh":
             return subprocess.call(["ssh", *ssh_options(args.host), "-t", "root@127.0.0.1",
                                     *args.cmd])

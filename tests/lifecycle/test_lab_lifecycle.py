@@ -12,7 +12,9 @@ import pytest
 import lab
 
 LAB = [sys.executable, str(Path(lab.__file__))]
-PORTS = [lab.ssh_port(h) for h in lab.host_names(2)] + [lab.VM_PORT, lab.ALERTMANAGER_PORT]
+PORTS = [*(lab.ssh_port(h) for h in lab.host_names(2)), lab.VM_PORT, lab.ALERTMANAGER_PORT,
+         lab.MOLECULE_ALERTMANAGER_PORT]
+OWN_ALERTMANAGER = ("alertmanager", "--port", str(lab.MOLECULE_ALERTMANAGER_PORT), "--name", "alertmanager-molecule")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -43,6 +45,12 @@ def test_up_is_idempotent():
     second = run_lab("up")
     assert second.returncode == 0, second.stderr
     assert {h: lab.nspawn_pid(h) for h in lab.host_names(2)} == pids  # nothing restarted
+    own_pids = []
+    for _ in range(2):  # an Alertmanager of its own (molecule's): started once, then found running
+        own = run_lab(*OWN_ALERTMANAGER)
+        assert own.returncode == 0 and own.stderr.count("\n") == 1, own.stderr
+        own_pids.append(lab.read_pid(lab.RUN / "services/alertmanager-molecule/pid"))
+    assert own_pids[0] and own_pids[0] == own_pids[1]
     assert set(PORTS) <= listening_ports()
 
 
@@ -54,3 +62,9 @@ def test_down_leaves_nothing_and_is_idempotent():
         assert lab_mounts() == []
         assert not set(PORTS) & listening_ports()
         assert not (lab.RUN / "hosts").exists() or not any((lab.RUN / "hosts").iterdir())
+
+
+def test_an_alertmanager_of_its_own_needs_a_lab_name():
+    done = run_lab("alertmanager", "--port", "9999", "--name", "../etc")
+    assert done.returncode == 1 and done.stderr.startswith("lab: --name must be alertmanager-") and \
+        done.stderr.count("\n") == 1
