@@ -60,8 +60,9 @@ def sh(host: str, command: str) -> str:
     return lab.ssh(host, command).stdout
 
 
-def active_alerts() -> list[dict]:
-    with urllib.request.urlopen(f"{ALERTMANAGER}/api/v2/alerts?active=true&silenced=false&inhibited=false",
+def active_alerts(alertmanager: str = "") -> list[dict]:
+    """What `alertmanager` (ALERTMANAGER if not given) holds active now."""
+    with urllib.request.urlopen(f"{alertmanager or ALERTMANAGER}/api/v2/alerts?active=true&silenced=false&inhibited=false",
                                 timeout=5) as answer:
         return json.load(answer)
 
@@ -95,9 +96,9 @@ def matches(alert: dict, name: str, host: str, unit: str | None, **more: str) ->
             and all(labels.get(key) == value for key, value in more.items()))
 
 
-def firing(name: str, host: str, unit: str | None = None, **more: str) -> dict | None:
-    """The alert as Alertmanager holds it now, or None."""
-    found = [alert for alert in active_alerts() if matches(alert, name, host, unit, **more)]
+def firing(name: str, host: str, unit: str | None = None, alertmanager: str = "", **more: str) -> dict | None:
+    """The alert as Alertmanager (`alertmanager`, ALERTMANAGER if not given) holds it now, or None."""
+    found = [alert for alert in active_alerts(alertmanager) if matches(alert, name, host, unit, **more)]
     return found[0] if found else None
 
 

@@ -56,6 +56,8 @@ ALERTMANAGER_PORT = 9093
 # whatever else evaluates the lab's VictoriaMetrics (the vmalert scripts/demo deploys on lab-host1
 # notifies ALERTMANAGER_PORT with the role's default windows)
 MOLECULE_ALERTMANAGER_PORT = 9095
+# the lab tests' own, for the vmalerts they start (tests/helpers.scoped_vmalert), for the same reason
+TESTS_ALERTMANAGER_PORT = 9096
 HOST_PREFIX = "lab-host"
 TRIXIE_PREFIX = "lab-trixie"
 # What a host runs, by its name's prefix: (Debian suite, debootstrap --include, SSH port base).

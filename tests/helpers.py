@@ -163,12 +163,19 @@ def delete_series(url: str, match: str) -> None:
 RENDERING = threading.Lock()
 
 
+def own_alertmanager(lab) -> str:
+    """The Alertmanager scoped_vmalert notifies: the lab tests' own (started on first use), not the
+    lab's, where a vmalert scripts/demo left running on lab-host1 sends its copies of the same
+    alerts (the same rules over the same series, with the role's default windows)."""
+    return lab.start_alertmanager(lab.TESTS_ALERTMANAGER_PORT, "alertmanager-tests")
+
+
 def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, *extra_vars: str):
     """A context: a real vmalert evaluating the role's rules (rendered by tests/alerts/render.yml
     into `directory`, evaluated every 2 s unless `extra_vars`, `-e` values of the role's
     variables, say otherwise), every group scoped with `params: extra_filters[]` to the series
     `scope` selects (VictoriaMetrics and Alertmanager are shared: it evaluates and alerts on
-    nothing else), notifying the lab's Alertmanager; yields its process. Afterwards the series
+    nothing else), notifying own_alertmanager(); yields its process. Afterwards the series
     `scope` selects (the test's and what vmalert wrote) are deleted."""
     import contextlib
     import subprocess
@@ -192,7 +199,7 @@ def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, 
         (directory / "scoped.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
         process = subprocess.Popen([lab.tool("vmalert"), f"-rule={directory / 'scoped.yml'}",
                                     f"-datasource.url={victoria.url}", f"-remoteWrite.url={victoria.url}",
-                                    f"-notifier.url=http://127.0.0.1:{lab.ALERTMANAGER_PORT}",
+                                    f"-notifier.url={own_alertmanager(lab)}",
                                     "-httpListenAddr=127.0.0.1:0", "-rule.evalDelay=0s", "-loggerLevel=WARN"],
                                    stdout=subprocess.DEVNULL, stderr=open(directory / "vmalert.log", "w"))
         try:

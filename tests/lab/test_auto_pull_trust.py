@@ -2,7 +2,7 @@
 and 257 (Debian 13): docs/examples' infrastructure-auto-pull timer, service and script polling a
 real git repository on the lab host (a bare one stands in for GitHub), one pull refused by the
 origin, and what the owner would look at: the daily summary's trust report (Markdown and JSON),
-SystemdTimerSuccessRatioLow through a real vmalert into the lab's real Alertmanager, and the
+SystemdTimerSuccessRatioLow through a real vmalert into a real Alertmanager (the lab tests' own), and the
 dashboard's trust row, all from the real heartbeat's pushes to the lab's VictoriaMetrics.
 
 Time is scaled down 60 times so that a window the verdict needs takes 2.5 minutes, not 2.5 hours
@@ -34,7 +34,7 @@ import urllib.request
 import pytest
 
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
-from helpers import ROOT, delete_series, install_heartbeat, scoped_vmalert
+from helpers import ROOT, delete_series, install_heartbeat, own_alertmanager, scoped_vmalert
 from helpers_dashboard import panel_requests, systemd_dashboard
 from lab import wait_until
 from test_failure_history import sh
@@ -158,7 +158,7 @@ def play(lab, host: str, victoria, vmalert_dir) -> dict:
             wait_until(f"fetch {FAILING_RUN} refused and retried",
                        lambda: len(fetches(lab, host)) > FAILING_RUN, timeout=FAILING_RUN * INTERVAL + 30, step=0.5)
             found["alert"] = wait_until("SystemdTimerSuccessRatioLow in Alertmanager", lambda: alert_latency.firing(
-                "SystemdTimerSuccessRatioLow", label, AUTO_PULL_TIMER), timeout=60, step=1)
+                "SystemdTimerSuccessRatioLow", label, AUTO_PULL_TIMER, own_alertmanager(lab)), timeout=60, step=1)
             assert vmalert.poll() is None
             # the window: WINDOW long, ending midway between two polls near WINDOW s after the
             # start, so that no run (nor the tick that sees it end) sits on its edge: the retry

@@ -1,14 +1,14 @@
 """The failure-history alerts end to end (issue 20), on real systemd 252 (Debian 12) and 257
 (Debian 13): a service crash-looping on a lab host, the heartbeat ticking there and pushing to the
 lab's VictoriaMetrics, the role's rules (rendered by tests/alerts/render.yml, evaluated every 2 s)
-in a real vmalert, and the lab's real Alertmanager receiving:
+in a real vmalert, and a real Alertmanager receiving (the lab tests' own: helpers.own_alertmanager):
 
 - SystemdUnitFailureLoop fires for the loop, and its description counts the failures the unit
   logged itself, by Result; it did not fire before the loop;
 - SystemdFailureHistoryInferred fires for a heartbeat that may not read the journal (`nobody`),
   not for the one that reads it, and resolves once that heartbeat reads the journal (root).
 
-VictoriaMetrics and Alertmanager are shared with other tests: this vmalert's rule group gets
+VictoriaMetrics and that Alertmanager are shared with other tests: this vmalert's rule group gets
 `params: extra_filters[]` (a VictoriaMetrics query argument that filters every series of every
 query) naming this test's host labels, so it evaluates and alerts on nothing else; its series are
 deleted at the end.
@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, heartbeat_host, scoped_vmalert
+from helpers import ROOT, heartbeat_host, own_alertmanager, scoped_vmalert
 from helpers import HEARTBEAT_ON_HOST as PROGRAM
 from lab import wait_until
 from test_failure_events import LOGS, SCRIPTS, disable, enable, install_scripts, run, runs, unit
@@ -52,7 +52,7 @@ def host(request, lab):
 @pytest.fixture(scope="module")
 def vmalert(lab, host, victoria, tmp_path_factory):
     """vmalert with the role's rules, scoped to this host's labels (`{host}-alerts...`), notifying
-    the lab's Alertmanager; the labels' series are deleted afterwards."""
+    the lab tests' Alertmanager; the labels' series are deleted afterwards."""
     with scoped_vmalert(lab, victoria, tmp_path_factory.mktemp("vmalert"), f'{{host=~"{host}-alerts.*"}}') as process:
         yield process
 
@@ -67,14 +67,20 @@ def push(lab, host: str, victoria, label: str, state: str, user: str = "") -> No
     victoria.wait_for_push(label, since)
 
 
-def test_a_crash_loop_fires_the_failure_loop_in_alertmanager(lab, host, victoria, vmalert):
+@pytest.fixture(scope="module")
+def alertmanager(lab) -> str:
+    """The Alertmanager the vmalert fixture notifies."""
+    return own_alertmanager(lab)
+
+
+def test_a_crash_loop_fires_the_failure_loop_in_alertmanager(lab, host, victoria, vmalert, alertmanager):
     label = f"{host}-alerts"
     push(lab, host, victoria, label, STATE)  # the host's first pushes in the window come before the loop
     time.sleep(2)
     push(lab, host, victoria, label, STATE)
     time.sleep(6)  # evaluations of the rules
     assert vmalert.poll() is None
-    assert not alert_latency.firing("SystemdUnitFailureLoop", label, LOOP)
+    assert not alert_latency.firing("SystemdUnitFailureLoop", label, LOOP, alertmanager)
     sh(lab, host, f"systemctl start {LOOP}")
     wait_until("5 failures", lambda: len([r for r in runs(lab, host, LOOP) if r[0] == "exit"]) >= 5, timeout=30,
                step=0.1)
@@ -82,15 +88,16 @@ def test_a_crash_loop_fires_the_failure_loop_in_alertmanager(lab, host, victoria
     failed = len([r for r in runs(lab, host, LOOP) if r[0] == "exit"])
     push(lab, host, victoria, label, STATE)
     alert = wait_until("SystemdUnitFailureLoop in Alertmanager",
-                       lambda: alert_latency.firing("SystemdUnitFailureLoop", label, LOOP), timeout=60, step=1)
+                       lambda: alert_latency.firing("SystemdUnitFailureLoop", label, LOOP, alertmanager), timeout=60, step=1)
     assert alert["labels"]["severity"] == "critical"
     description = alert["annotations"]["description"]
     assert f"{LOOP} on {label} failed {failed} times in the last 5 minutes" in description, description
     assert description.endswith(f"by systemd's Result: exit-code {failed}."), description
-    assert not alert_latency.firing("SystemdFailureHistoryInferred", label, "systemd-heartbeat.service")
+    assert not alert_latency.firing("SystemdFailureHistoryInferred", label, "systemd-heartbeat.service", alertmanager)
 
 
-def test_a_heartbeat_without_the_journal_fires_history_inferred_until_it_reads_it(lab, host, victoria, vmalert):
+def test_a_heartbeat_without_the_journal_fires_history_inferred_until_it_reads_it(
+        lab, host, victoria, vmalert, alertmanager):
     """`nobody` may not read the journal: its ticks infer the loop's failures and say so; a tick
     as root with the same state directory reads the journal again, and the alert resolves."""
     label = f"{host}-alerts-unread"
@@ -102,9 +109,10 @@ def test_a_heartbeat_without_the_journal_fires_history_inferred_until_it_reads_i
     push(lab, host, victoria, label, UNREAD_STATE, user="nobody")
     sh(lab, host, f"systemctl stop {LOOP}")
     alert = wait_until("SystemdFailureHistoryInferred in Alertmanager", lambda: alert_latency.firing(
-        "SystemdFailureHistoryInferred", label, "systemd-heartbeat.service"), timeout=60, step=1)
+        "SystemdFailureHistoryInferred", label, "systemd-heartbeat.service", alertmanager), timeout=60, step=1)
     assert alert["labels"]["severity"] == "warning"
-    assert not alert_latency.firing("SystemdFailureHistoryInferred", f"{host}-alerts", "systemd-heartbeat.service")
+    assert not alert_latency.firing("SystemdFailureHistoryInferred", f"{host}-alerts", "systemd-heartbeat.service",
+                                    alertmanager)
     push(lab, host, victoria, label, UNREAD_STATE)  # root: the journal is read
     wait_until("SystemdFailureHistoryInferred resolved", lambda: not alert_latency.firing(
-        "SystemdFailureHistoryInferred", label, "systemd-heartbeat.service"), timeout=60, step=1)
+        "SystemdFailureHistoryInferred", label, "systemd-heartbeat.service", alertmanager), timeout=60, step=1)

@@ -13,7 +13,7 @@ import lab
 
 LAB = [sys.executable, str(Path(lab.__file__))]
 PORTS = [*(lab.ssh_port(h) for h in lab.host_names(2)), lab.VM_PORT, lab.ALERTMANAGER_PORT,
-         lab.MOLECULE_ALERTMANAGER_PORT]
+         lab.MOLECULE_ALERTMANAGER_PORT, lab.TESTS_ALERTMANAGER_PORT]
 OWN_ALERTMANAGER = ("alertmanager", "--port", str(lab.MOLECULE_ALERTMANAGER_PORT), "--name", "alertmanager-molecule")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
