@@ -37,6 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "tests/summary"))
 sys.path.insert(0, str(ROOT / "tests"))
+# the clone as the collection (scripts/bootstrap links it there), as tests/conftest.py does:
+# helpers_dashboard imports the dashboard filter by its collection name
+sys.path.insert(0, str(ROOT / ".venv/collections"))
 import fleet  # noqa: E402
 import history  # noqa: E402
 import lab  # noqa: E402
