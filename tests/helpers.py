@@ -159,7 +159,8 @@ def delete_series(url: str, match: str) -> None:
 
 # One rendering at a time, its stdin not the suite's: with two scenarios side by side
 # (test_auto_pull_trust) ansible-playbook refused to start, "Ansible requires blocking IO on
-# stdin" (an ssh in the other thread had made the stdin they share non-blocking).
+# stdin" (an ssh in the other thread had made the stdin they share non-blocking). The
+# Alertmanager is found or started under the same lock: two threads would start two.
 RENDERING = threading.Lock()
 
 
@@ -192,6 +193,7 @@ def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, 
                                    "-e", f"rules_path={directory / 'rules.yml'}", "-e", f"vmalert={lab.tool('vmalert')}",
                                    *settings], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
                                   stdin=subprocess.DEVNULL)  # ssh beside it can leave a shared stdin non-blocking
+            notifier = own_alertmanager(lab)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         rules = yaml.safe_load((directory / "rules.yml").read_text())
         for group in rules["groups"]:
@@ -199,7 +201,7 @@ def scoped_vmalert(lab, victoria: VictoriaMetrics, directory: Path, scope: str, 
         (directory / "scoped.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
         process = subprocess.Popen([lab.tool("vmalert"), f"-rule={directory / 'scoped.yml'}",
                                     f"-datasource.url={victoria.url}", f"-remoteWrite.url={victoria.url}",
-                                    f"-notifier.url={own_alertmanager(lab)}",
+                                    f"-notifier.url={notifier}",
                                     "-httpListenAddr=127.0.0.1:0", "-rule.evalDelay=0s", "-loggerLevel=WARN"],
                                    stdout=subprocess.DEVNULL, stderr=open(directory / "vmalert.log", "w"))
         try:

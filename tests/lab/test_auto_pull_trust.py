@@ -157,8 +157,9 @@ def play(lab, host: str, victoria, vmalert_dir) -> dict:
             found["started"] = started = time.time()
             wait_until(f"fetch {FAILING_RUN} refused and retried",
                        lambda: len(fetches(lab, host)) > FAILING_RUN, timeout=FAILING_RUN * INTERVAL + 30, step=0.5)
+            alertmanager = own_alertmanager(lab)  # the one scoped_vmalert notifies, running by now
             found["alert"] = wait_until("SystemdTimerSuccessRatioLow in Alertmanager", lambda: alert_latency.firing(
-                "SystemdTimerSuccessRatioLow", label, AUTO_PULL_TIMER, own_alertmanager(lab)), timeout=60, step=1)
+                "SystemdTimerSuccessRatioLow", label, AUTO_PULL_TIMER, alertmanager), timeout=60, step=1)
             assert vmalert.poll() is None
             # the window: WINDOW long, ending midway between two polls near WINDOW s after the
             # start, so that no run (nor the tick that sees it end) sits on its edge: the retry

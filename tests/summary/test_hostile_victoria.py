@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+import standin as base
 
 COMMAND = str(Path(sys.executable).parent / "systemd-daily-summary")
 
@@ -47,41 +47,33 @@ HOSTILE = {
 }
 
 
-class Fake(ThreadingHTTPServer):
-    daemon_threads = True
+class HostileVictoria(base.StandIn):
+    """A VictoriaMetrics stand-in: HTTP 200 and a fixed body for each API path."""
 
     def __init__(self, query: bytes, export: bytes, query_range: bytes):
-        self.bodies = {"/api/v1/export": export, "/api/v1/query_range": query_range}
-        self.query = query
-        super().__init__(("127.0.0.1", 0), Handler)
+        self.bodies = {"/api/v1/query": query, "/api/v1/export": export, "/api/v1/query_range": query_range}
+        super().__init__()
 
+    def _handler(self):
+        standin = self
 
-class Handler(BaseHTTPRequestHandler):
-    server: Fake
+        class Handler(base.Handler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.reply(200, standin.bodies.get(self.path, b""))
 
-    def do_POST(self):  # pylint: disable=invalid-name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = self.server.bodies.get(self.path, self.server.query)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):  # pylint: disable=arguments-differ
-        pass
+        return Handler
 
 
 def summary_against(query: bytes, export: bytes, query_range: bytes = answer([])) -> subprocess.CompletedProcess:
     """The summary against a VictoriaMetrics that answers every instant query with `query`, every
     range query with `query_range` and every export with `export`."""
-    server = Fake(query, export, query_range)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    victoria = HostileVictoria(query, export, query_range)
     try:
-        return subprocess.run([COMMAND, "--url", f"http://127.0.0.1:{server.server_port}", "--since", "1h"],
+        return subprocess.run([COMMAND, "--url", victoria.url, "--since", "1h"],
                               capture_output=True, text=True, timeout=60, check=False)
     finally:
-        server.shutdown()
-        server.server_close()
+        victoria.close()
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
